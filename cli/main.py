@@ -1,0 +1,12 @@
+"""The `charlstm` command line: one typer app, one module per command."""
+
+import typer
+
+from charlstm_cli.info import info
+
+app = typer.Typer(help="Character-level recurrent language models: fused kernels and classic experiments.",
+                  no_args_is_help=True, add_completion=False)
+app.command()(info)
+
+if __name__ == "__main__":
+    app()
