@@ -3,10 +3,12 @@
 import typer
 
 from charlstm_cli.info import info
+from charlstm_cli.train import train
 
 app = typer.Typer(help="Character-level recurrent language models: fused kernels and classic experiments.",
                   no_args_is_help=True, add_completion=False)
 app.command()(info)
+app.command()(train)
 
 if __name__ == "__main__":
     app()
