@@ -67,6 +67,10 @@ def download(url: str, path, expected_bytes: int | None = None, progress: bool =
 def _stream(url, out, expected_bytes, progress, timeout) -> tuple[int, int | None]:
     try:
         response = urllib.request.urlopen(url, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        raise DownloadError(
+            f"cannot download {url}: the server answered HTTP {exc.code} {exc.reason}; check the "
+            f"address (--url or ${URL_ENV}), or pass a local copy with --data PATH") from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DownloadError(
