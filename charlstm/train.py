@@ -225,6 +225,7 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
     np.random.seed(config.seed)
     random.seed(config.seed)
     model = UdacityLM(config.nodes, config.cell, config.backend, config.init).to(device, dtype)
+    parameters = list(model.parameters())
     state = model.initial_state(config.batch_size)
     step, mean_loss, reached = 0, 0.0, {}
     if checkpoint is not None:
@@ -254,7 +255,7 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
             logits, next_state = model(window[:-1], state)
             loss = F.cross_entropy(logits.reshape(-1, model.vocab_size), window[1:].reshape(-1))
             loss.backward()
-            norm = clip_global_norm_(model.parameters(), config.clip)
+            norm = clip_global_norm_(parameters, config.clip)
             loss_value = loss.item()
             if not (math.isfinite(loss_value) and torch.isfinite(norm).item()):
                 kept = f"; the last good checkpoint is {out / CHECKPOINT}" if out and (out / CHECKPOINT).exists() else ""
@@ -262,7 +263,7 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
                 raise TrainingDiverged(
                     f"the {bad} became {norm.item() if bad == 'gradient norm' else loss_value} at step "
                     f"{step}: lower --lr (now {config.lr}) or --clip (now {config.clip}){kept}")
-            sgd_step_(model.parameters(), lr)
+            sgd_step_(parameters, lr)
             state = tuple(s.detach() for s in next_state)
             mean_loss += loss_value
             bar.advance(loss_value, lr)
@@ -307,7 +308,7 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
         "seconds": time.perf_counter() - started,
         "tokens_per_second": trained * config.batch_size * config.unrollings / train_seconds if trained else 0.0,
         "milestones": {k: reached[k] for k in milestones if k in reached},
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in parameters),
         "data": {"source": corpus.source, "characters": len(ids),
                  "normalization": corpus.normalization.to_dict() if corpus.normalization else None},
         "config": asdict(config),
