@@ -64,7 +64,7 @@ def test_url_from_environment(server, home, monkeypatch):
 def test_short_download_leaves_nothing(server, home):
     handler, base = server
     handler.files["/text8.zip"] = (b"y" * 100, 1000)
-    with pytest.raises(dl.DownloadError, match="incomplete: got 100 bytes"):
+    with pytest.raises(dl.DownloadError, match="went wrong: got 100 bytes, announced by the server 1,000"):
         dl.fetch_text8(base + "/text8.zip", progress=False)
     assert not home.exists() or list(home.iterdir()) == []
 

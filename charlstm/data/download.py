@@ -56,8 +56,9 @@ def download(url: str, path, expected_bytes: int | None = None, progress: bool =
         for what, size in (("expected", expected_bytes), ("announced by the server", announced)):
             if size is not None and received != size:
                 raise DownloadError(
-                    f"download of {url} is incomplete: got {received:,} bytes, {what} {size:,}; "
-                    "run the command again, or download the file yourself and pass it with --data")
+                    f"download of {url} went wrong: got {received:,} bytes, {what} {size:,} (broken "
+                    "off, or not the file expected); run the command again, or download the file "
+                    "yourself and pass it with --data")
         os.replace(tmp, path)
         return path
     finally:
