@@ -87,15 +87,18 @@ def main():
                   f"{median['valid_perplexity']:9.3f}")
         if "fused" in medians and "torch" in medians:
             print(f"{'':26s} torch/fused: process x{medians['torch']['process_seconds'] / medians['fused']['process_seconds']:.2f}, "
-                  f"training x{medians['torch']['train_seconds'] / medians['fused']['train_seconds']:.2f}")
+                  f"training x{medians['torch']['train_seconds'] / medians['fused']['train_seconds']:.2f} "
+                  "(above 1: fused is faster)")
         reference = TF_ORIGINAL.get(config)
         if reference and "fused" in medians:
             low, high = reference["train_seconds"]
-            line = f"{'':26s} TensorFlow original (issue 4): training {low:g}-{high:g} s"
+            fused = medians["fused"]
+            line = f"{'':26s} TensorFlow original (issue 4, idle machine): training {low:g}-{high:g} s"
             if reference["seconds"]:
-                line += (f", process {reference['seconds']:g} s -> fused process x"
-                         f"{reference['seconds'] / medians['fused']['process_seconds']:.2f} faster")
-            line += f"; fused training x{low / medians['fused']['train_seconds']:.2f}-{high / medians['fused']['train_seconds']:.2f} faster"
+                line += (f", process {reference['seconds']:g} s; TF/fused process "
+                         f"x{reference['seconds'] / fused['process_seconds']:.2f}")
+            line += (f"; TF/fused training x{low / fused['train_seconds']:.2f}-"
+                     f"{high / fused['train_seconds']:.2f} (above 1: fused is faster)")
             print(line)
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
