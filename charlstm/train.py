@@ -204,6 +204,7 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
     milestone_set = set(milestones)
     if milestones and not (1 <= milestones[0] and milestones[-1] <= config.steps):
         raise ValueError(f"milestones must lie between 1 and --steps ({config.steps}), got {milestones}")
+    _check_run_folder(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     checkpoint = load_checkpoint(Path(config.resume) / CHECKPOINT) if config.resume else None
@@ -358,16 +359,30 @@ def _restore(checkpoint, config, model, batches, device):
     return checkpoint["step"], checkpoint["mean_loss"], dict(checkpoint["milestones"]), state
 
 
+def _check_run_folder(config: TrainConfig) -> None:
+    """Refuse to start a new run over a folder that holds one: its checkpoint would be lost."""
+    if config.out is None or not (Path(config.out) / CHECKPOINT).exists():
+        return
+    if config.resume is None or Path(config.resume).resolve() != Path(config.out).resolve():
+        raise ValueError(f"{config.out} already holds a run ({CHECKPOINT}); continue it with "
+                         f"--resume {config.out}, or pass another --out")
+
+
 def _start_run_folder(out: Path, config: TrainConfig, first_step: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "config.json", json.dumps(asdict(config), indent=2).encode())
-    metrics = out / "metrics.jsonl"
-    # Summaries written after the checkpoint being resumed will be written again.
+    # The resumed run's summaries up to its checkpoint; later ones will be written again.
     kept = []
-    if first_step and metrics.exists():
-        kept = [line for line in metrics.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] < first_step]
-    atomic_write_bytes(metrics, "".join(line + "\n" for line in kept).encode())
+    previous = Path(config.resume) / "metrics.jsonl" if config.resume else None
+    if previous is not None and previous.exists():
+        for line in previous.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short when the process was killed
+                continue
+            if record["step"] < first_step:
+                kept.append(line)
+    atomic_write_bytes(out / "metrics.jsonl", "".join(line + "\n" for line in kept).encode())
 
 
 def _append_line(path: Path, record: dict) -> None:

@@ -191,3 +191,21 @@ def test_resume_keeps_the_run_definition(small, tmp_path):
     assert (config.steps, config.resume, config.out) == (9, str(tmp_path / "run"), str(tmp_path / "run"))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         resume_config(tmp_path / "elsewhere")
+
+
+def test_a_new_run_never_overwrites_a_saved_one(small, tmp_path):
+    out = tmp_path / "run"
+    train(replace(small, steps=5, out=str(out)), progress=False)
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(ValueError, match="already holds a run .*--resume"):
+        train(replace(small, steps=7, out=str(out)), progress=False)
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_into_another_folder_keeps_the_summaries(small, tmp_path):
+    train(replace(small, steps=15, out=str(tmp_path / "a")), progress=False)
+    with open(tmp_path / "a" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 2')  # a line cut short by a kill
+    train(resume_config(tmp_path / "a", steps=25, out=str(tmp_path / "b")), progress=False)
+    assert [r["step"] for r in metrics(tmp_path / "b")] == [0, 10, 20]
+    assert load_checkpoint(tmp_path / "a" / "checkpoint.pt")["step"] == 15
