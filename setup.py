@@ -103,8 +103,7 @@ def extension():
     return cpp_extension.CUDAExtension(
         "charlstm._C", sources + sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp")),
         include_dirs=include_dirs,
-        # Single quotes keep the string literal (and the ';') intact through ninja's shell.
-        define_macros=[("CHARLSTM_WITH_CUDA", "1"), ("CHARLSTM_CUDA_ARCHS", f"'\"{archs}\"'")],
+        define_macros=[("CHARLSTM_WITH_CUDA", "1"), ("CHARLSTM_CUDA_ARCHS", f'"{archs}"')],
         extra_compile_args={"cxx": cxx + ["-Wall"] + werror,
                             "nvcc": ["-O3", "--expt-relaxed-constexpr", "-Xcompiler=-Wall"]
                             + (["-Werror", "all-warnings", "-Xcompiler=-Werror"] if werror else [])},
