@@ -23,8 +23,13 @@ if [[ -n "${CHARLSTM_CI_WORK:-}" ]]; then
 else
     work=$(mktemp -d "${TMPDIR:-/tmp}/charlstm-cuda-build.XXXXXX")
 fi
+# The venv is 5.5 GB: removing it takes a minute or more, so that is timed too.
 cleanup() {
-    if [[ "${CHARLSTM_CI_KEEP:-0}" != 1 ]]; then rm -rf "$work"; fi
+    if [[ "${CHARLSTM_CI_KEEP:-0}" != 1 ]]; then
+        local removal_start=$SECONDS
+        rm -rf "$work"
+        echo "cuda-build: removing $work took $((SECONDS - removal_start)) s" >&2
+    fi
 }
 trap cleanup EXIT
 
