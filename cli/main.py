@@ -2,11 +2,15 @@
 
 import typer
 
+from charlstm_cli.bench import bench
 from charlstm_cli.info import info
+from charlstm_cli.train import train
 
 app = typer.Typer(help="Character-level recurrent language models: fused kernels and classic experiments.",
                   no_args_is_help=True, add_completion=False)
 app.command()(info)
+app.command()(bench)
+app.command()(train)
 
 if __name__ == "__main__":
     app()
