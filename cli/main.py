@@ -2,11 +2,13 @@
 
 import typer
 
+from charlstm_cli.calc import app as calc_app
 from charlstm_cli.info import info
 
 app = typer.Typer(help="Character-level recurrent language models: fused kernels and classic experiments.",
                   no_args_is_help=True, add_completion=False)
 app.command()(info)
+app.add_typer(calc_app, name="calc")
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,1 @@
+"""Datasets: text corpora and generated task data."""
