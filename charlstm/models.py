@@ -3,10 +3,12 @@
 import torch
 from torch import nn
 
+from charlstm import nn as recurrent
+
 
 
 CALCULATORS = ("linear", "tanh", "rnn", "gru", "lstm")
-CALCULATOR_BACKENDS = ("fused", "reference", "torch")
+CALCULATOR_BACKENDS = recurrent.BACKENDS
 
 
 class LinearCalculator(nn.Module):
@@ -54,9 +56,7 @@ class RecurrentCalculator(nn.Module):
 
     def __init__(self, kind: str, vocab_size: int, n_fac: int, hidden: int, backend: str = "fused"):
         super().__init__()
-        from charlstm import nn as cnn
-
-        layers = {"rnn": cnn.RNN, "gru": cnn.GRU, "lstm": cnn.LSTM}
+        layers = {"rnn": recurrent.RNN, "gru": recurrent.GRU, "lstm": recurrent.LSTM}
         self.kind = kind
         self.embedding = nn.Embedding(vocab_size, n_fac)
         self.rnn = layers[kind](n_fac, hidden, batch_first=True, backend=backend)
@@ -79,7 +79,7 @@ def make_calculator(model: str, vocab_size: int, n_fac: int, hidden: int,
     if backend not in CALCULATOR_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(CALCULATOR_BACKENDS)}")
     if n_fac < 1 or hidden < 1:
-        raise ValueError(f"--n-fac and --hidden must be at least 1, got {n_fac} and {hidden}")
+        raise ValueError(f"--n-fac and --hidden must be at least 1, got --n-fac {n_fac} --hidden {hidden}")
     if model == "linear":
         return LinearCalculator(vocab_size, n_fac, hidden)
     if model == "tanh":
