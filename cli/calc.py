@@ -6,12 +6,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from charlstm.data.arith import TASKS
-from charlstm.models import CALCULATOR_BACKENDS, CALCULATORS
-
-TaskName = StrEnum("TaskName", {t: t for t in TASKS})
-ModelName = StrEnum("ModelName", {m: m for m in CALCULATORS})
-BackendName = StrEnum("BackendName", {b: b for b in CALCULATOR_BACKENDS})
+# The library's TASKS, CALCULATORS and CALCULATOR_BACKENDS (a test keeps them equal), spelled out
+# so that `charlstm --help` does not wait for torch to import.
+TaskName = StrEnum("TaskName", {t: t for t in ("add", "sub", "mul", "count-ones")})
+ModelName = StrEnum("ModelName", {m: m for m in ("linear", "tanh", "rnn", "gru", "lstm")})
+BackendName = StrEnum("BackendName", {b: b for b in ("fused", "reference", "torch")})
 
 app = typer.Typer(add_completion=False)
 
@@ -90,7 +89,7 @@ def calc(
 @app.command()
 def study(
     task: Task = TaskName.add,
-    models: Annotated[str, typer.Option(help="Models to compare, comma-separated.")] = ",".join(CALCULATORS),
+    models: Annotated[str, typer.Option(help="Models to compare, comma-separated.")] = ",".join(ModelName),
     hidden: Annotated[Optional[str], typer.Option(
         help="Hidden sizes, comma-separated (default 1,2,5,10,20,40; 5 for count-ones).")] = None,
     length: Annotated[Optional[str], typer.Option(
