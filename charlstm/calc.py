@@ -325,16 +325,17 @@ def study(base: CalcConfig, models, hidden_sizes=None, lengths=None, out="calc-s
                 config = replace(base, model=model, hidden=hidden, length=length)
                 config.check()
                 key = _row_key(asdict(config))
+                cell = f"{model} hidden {hidden}" + (f" length {length}" if base.task == "count-ones" else "")
                 if key in done:
                     rows.append(_typed_row(done[key]))
                     if log:
-                        log(f"{model} hidden {hidden} length {length}: already in {csv_path}")
+                        log(f"{cell}: already in {csv_path}")
                     continue
                 _, summary = train(config)
                 row = {**asdict(config), **{k: summary[k] for k in STUDY_FIELDS if k in summary}}
                 rows.append(row)
                 if log:
-                    log(f"{model} hidden {hidden} length {length}: {summary['successes']}/{config.restarts} "
+                    log(f"{cell}: {summary['successes']}/{config.restarts} "
                         f"succeeded, best valid accuracy {summary['valid_accuracy']:.3f}")
                 _write_csv(csv_path, rows, list(done.values()))
     _write_csv(csv_path, rows, list(done.values()))
@@ -398,14 +399,22 @@ def plot_study(rows: list, sweep: str, path) -> str:
     for r in rows:
         name = r["model"] if sweep == "hidden" else f"{r['model']} h{r['hidden']}"
         groups.setdefault(name, []).append((r[sweep], r["success_rate"]))
-    for name, points in groups.items():
+    # Lines often coincide at 0 or 1: distinct markers and dashes keep each model visible.
+    styles = [("o", "-"), ("s", "--"), ("^", "-."), ("v", ":"), ("D", "-")]
+    for k, (name, points) in enumerate(groups.items()):
         points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
-    ax.set_xscale("log", base=2)
+        marker, dash = styles[k % len(styles)]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, linestyle=dash,
+                markersize=8 - k % 4, alpha=0.8, label=name)
+    values = sorted({r[sweep] for r in rows})
+    ax.set_xscale("log")
+    ax.set_xticks(values, [str(v) for v in values])
+    ax.minorticks_off()
     ax.set_xlabel("hidden size" if sweep == "hidden" else "string length")
     ax.set_ylabel("success rate over restarts")
     ax.set_ylim(-0.05, 1.05)
-    ax.set_title(f"{rows[0]['task']}: {SUCCESS.split(' (')[0]}")
+    ax.set_title(f"{rows[0]['task']}: share of restarts with validation exact-match accuracy 1.0",
+                 fontsize=10)
     ax.legend()
     saved = _save_figure(fig, path)
     plt.close(fig)
