@@ -1,1 +1,2 @@
-"""Datasets: text corpora and generated task data."""
+"""Data: corpora for the character models (text8 and plain text, normalised to text8 form, and
+batching) and the generated strings of the calculator tasks."""
