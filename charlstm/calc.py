@@ -151,7 +151,7 @@ def _train(config: CalcConfig, log):
             log(f"restart {k + 1}/{config.restarts} seed {record['seed']}: "
                 f"valid accuracy {record['valid_accuracy']:.3f} mse {record['valid_mse']:.4g} "
                 f"after {record['epochs_run']} epochs ({record['train_seconds']:.1f} s)")
-        if best is None or (record["valid_accuracy"], -record["valid_mse"]) > (best["valid_accuracy"], -best["valid_mse"]):
+        if best is None or _rank(record) > _rank(best):
             best_model, best = model, record
     successes = sum(r["success"] for r in runs)
     embedding = embeddings(best_model, data.symbols)
@@ -176,6 +176,10 @@ def _train(config: CalcConfig, log):
         "runs": runs,
     }
     return best_model, summary
+
+
+def _rank(record: dict) -> tuple:
+    return record["valid_accuracy"], -record["valid_mse"]
 
 
 def embeddings(model, symbols: str) -> dict:
@@ -356,6 +360,19 @@ def study(base: CalcConfig, models, hidden_sizes=None, lengths=None, out="calc-s
         result["longest_length"] = {m: max((r["length"] for r in learned if r["model"] == m), default=None)
                                     for m in models}
     return result
+
+
+def describe_study(result: dict) -> str:
+    """The study's table, which model learned at which size or length, and where the files are."""
+    def listing(found):
+        return ", ".join(f"{m} {v if v is not None else 'none'}" for m, v in found.items())
+    lines = [Path(result["table"]).read_text().rstrip("\n"),
+             f"success: {result['success_rule']}",
+             f"smallest hidden size with a success: {listing(result['smallest_hidden'])}"]
+    if "longest_length" in result:
+        lines.append(f"longest string counted: {listing(result['longest_length'])}")
+    lines.append(f"wrote {result['csv']}, {result['png']} and {result['table']}")
+    return "\n".join(lines)
 
 
 def _typed_row(row: dict) -> dict:

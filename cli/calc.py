@@ -52,8 +52,8 @@ def calc(
     ctx: typer.Context,
     task: Task = TaskName.add,
     model: Annotated[ModelName, typer.Option(
-                                       help="linear: embedding and a linear recurrence; tanh: embedding, "
-                                            "input layer, tanh recurrence; rnn / gru / lstm: charlstm.nn.")] = ModelName.linear,
+        help="linear: embedding and a linear recurrence; tanh: embedding, input layer, tanh recurrence; "
+             "rnn / gru / lstm: charlstm.nn.")] = ModelName.linear,
     digits: Digits = 1,
     length: Annotated[int, typer.Option(min=1, help="Bits per string for count-ones.")] = 8,
     samples: Samples = 1000,
@@ -110,8 +110,8 @@ def study(
     json_output: Json = False,
 ):
     """Success rate over restarts of each model per hidden size (add/sub/mul) or string length (count-ones)."""
-    from charlstm.calc import CalcConfig, parse_int_list, parse_models, stderr_log, study as run_study
-    from charlstm.calc import summary_json
+    from charlstm.calc import (CalcConfig, describe_study, parse_int_list, parse_models, stderr_log,
+                               study as run_study, summary_json)
 
     with _one_line_errors():
         base = CalcConfig(task=task.value, digits=digits, samples=samples, valid_fraction=valid_fraction,
@@ -121,8 +121,4 @@ def study(
                            parse_int_list(hidden, "--hidden") if hidden is not None else None,
                            parse_int_list(length, "--length") if length is not None else None,
                            out or Path("runs") / f"calc-study-{task.value}", log=stderr_log)
-    if json_output:
-        print(summary_json(result))
-    else:
-        print(Path(result["table"]).read_text(), end="")
-        print(f"wrote {result['csv']}, {result['png']} and {result['table']}")
+    print(summary_json(result) if json_output else describe_study(result))

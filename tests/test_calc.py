@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from charlstm.calc import (CalcConfig, describe, digits_ordered, evaluate, parse_int_list, parse_models,
-                           plot_embeddings, study, summary_json, train)
+from charlstm.calc import (CalcConfig, describe, describe_study, digits_ordered, evaluate, parse_int_list,
+                           parse_models, plot_embeddings, study, summary_json, train)
 from charlstm.models import CALCULATORS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -141,9 +141,13 @@ def test_study_over_hidden_sizes_writes_csv_png_table_and_resumes(tmp_path):
     assert table.splitlines()[0] == "| model | hidden 1 | hidden 2 |"
     assert {line.split(" |")[0] for line in table.splitlines()[2:]} == {"| linear", "| tanh"}
     assert (tmp_path / "study.png").read_bytes()[:8] == PNG_MAGIC
-    learned = {m: [r["hidden"] for r in result["rows"] if r["model"] == m and r["successes"]] for m in ("linear", "tanh")}
+    learned = {m: [r["hidden"] for r in result["rows"] if r["model"] == m and r["successes"]]
+               for m in ("linear", "tanh")}
     assert result["smallest_hidden"] == {m: min(h, default=None) for m, h in learned.items()}
     json.loads(summary_json(result))
+    text = describe_study(result)
+    assert text.startswith(table.rstrip("\n")) and "smallest hidden size with a success: linear" in text
+    assert "longest string counted" not in text
 
     lines = []
     again = study(base, ["linear", "tanh"], [1, 2], out=tmp_path, log=lines.append)
@@ -177,6 +181,7 @@ def test_study_over_count_lengths(tmp_path):
     assert (tmp_path / "study.md").read_text().splitlines()[0] == "| model | length 4 | length 6 |"
     learned = [r["length"] for r in result["rows"] if r["successes"]]
     assert result["longest_length"] == {"linear": max(learned, default=None)}
+    assert f"longest string counted: linear {max(learned, default='none')}" in describe_study(result)
 
 
 def test_study_rejects_lengths_for_arithmetic_and_empty_model_lists(tmp_path):
