@@ -344,5 +344,26 @@ def test_gru_weights_must_have_three_gates():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed devices need a CUDA device")
 def test_mixed_devices_rejected():
     x, h0, c0, *w = lstm_args()
-    with pytest.raises(RuntimeError, match="is on cpu but w_hh is on cuda"):
+    with pytest.raises(RuntimeError, match="is on cpu but w_(ih|hh) is on cuda.*move all inputs to one device"):
         ops.lstm(x, h0, c0, *[t.cuda() for t in w])
+
+
+CUDA_ONLY = pytest.mark.skipif(not torch.cuda.is_available(), reason="16-bit storage runs on CUDA only")
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_storage_error_within_twice_the_references(cell, dtype):
+    # 16-bit storage computes the cell math in float32; the reference in the same dtype rounds
+    # every intermediate, so the fused op should be no worse than it (relative rule, as float32).
+    x, states, weights = make(cell, 20, 16, 27, 64, device="cuda")
+    out64, g64 = grads(seq_fn(reference, cell), x, states, weights)
+    low = lambda ts: [t.detach().to(dtype).requires_grad_() if t is not None else None for t in ts]
+    x16, s16, w16 = low([x])[0], low(states), low(weights)
+    out_f, g_f = grads(seq_fn(ops, cell), x16, s16, w16)
+    out_r, g_r = grads(seq_fn(reference, cell), x16, s16, w16)
+    floor = 1e-3 if dtype == torch.float16 else 8e-3
+    for f, r, exact in zip([*out_f, *g_f], [*out_r, *g_r], [*out64, *g64]):
+        assert f.dtype == dtype
+        assert error(f, exact) <= 2 * error(r, exact) + floor
