@@ -258,7 +258,7 @@ def open_storage(url: str, heartbeat_seconds: int = 30):
                                               grace_period=4 * heartbeat_seconds)
         except (ImportError, ModuleNotFoundError) as exc:
             raise ValueError(f"cannot open storage {_masked(url)}: {exc}; for PostgreSQL "
-                             "install psycopg2-binary (pip install 'charlstm[postgres]')") from exc
+                             "install its driver (pip install 'charlstm[postgres]')") from exc
         except Exception as exc:
             raise ValueError(f"cannot open storage {_masked(url)}: {exc}") from exc
 
@@ -291,6 +291,11 @@ class Claims:
         kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
         self.engine = sa.create_engine(url, **kwargs)
         meta, self.table = _claims_table()
+        if url.startswith("sqlite"):
+            # WAL lets the workers' readers and the writer proceed at once; the mode is stored in
+            # the file, so Optuna's own connections use it too.
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
         try:
             meta.create_all(self.engine, checkfirst=True)
         except sa.exc.DatabaseError:
@@ -425,7 +430,9 @@ def fail_dead_trials(storage, study, machine: str) -> None:
     """Fail RUNNING trials whose worker is gone: a dead pid here, or a stale heartbeat anywhere."""
     import optuna
     from optuna.trial import TrialState
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker", "")
         where, _, pid = worker.rpartition(":")

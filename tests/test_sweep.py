@@ -1,0 +1,311 @@
+import csv
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from charlstm import sweep
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+@dataclasses.dataclass
+class FakeConfig:
+    """The fields and defaults of charlstm.train.TrainConfig, for tests that need no training."""
+
+    data: str | None = None
+    url: str | None = None
+    nodes: int = 64
+    batch_size: int = 64
+    unrollings: int = 10
+    steps: int = 3001
+    lr: float = 10.0
+    decay_steps: int = 5000
+    decay_rate: float = 0.1
+    clip: float = 1.25
+    init: float = 0.1
+    valid_size: int = 1000
+    summary_frequency: int = 100
+    cell: str = "lstm"
+    backend: str = "fused"
+    seed: int | None = None
+    threads: int | None = None
+    device: str = "cpu"
+    out: str | None = None
+
+
+def fake_perplexity(config, steps):
+    return (3.0 + 20.0 / config.nodes + 2.0 / config.unrollings + 100.0 / steps
+            + 0.01 * ((config.seed * 7919) % 13))
+
+
+def fake_train(config, milestones=None, progress=True):
+    """Records each call in $CHARLSTM_TEST_CALLS; blocks forever on $CHARLSTM_TEST_BLOCK nodes."""
+    calls = os.environ.get("CHARLSTM_TEST_CALLS")
+    point = {"nodes": config.nodes, "unrollings": config.unrollings, "seed": config.seed,
+             "steps": config.steps}
+    if calls:
+        Path(calls, uuid.uuid4().hex).write_text(json.dumps({**point, "pid": os.getpid(),
+                                                             "threads": config.threads}))
+    if os.environ.get("CHARLSTM_TEST_BLOCK") == str(config.nodes):
+        Path(calls, "blocked").write_text(str(os.getpid()))
+        time.sleep(600)
+    if os.environ.get("CHARLSTM_TEST_FAIL") == str(config.nodes):
+        raise RuntimeError(f"loss became NaN at nodes {config.nodes}")
+    return {"valid_perplexity": fake_perplexity(config, config.steps), "valid_bpc": 1.5,
+            "steps": config.steps, "train_seconds": 0.01, "seconds": 0.02,
+            "tokens_per_second": 1000.0, "config": dataclasses.asdict(config),
+            "milestones": {m: fake_perplexity(config, m) for m in (milestones or [])}}
+
+
+def calls_by_point(folder):
+    counts = {}
+    for path in Path(folder).iterdir():
+        if path.name == "blocked":
+            continue
+        call = json.loads(path.read_text())
+        key = (call["nodes"], call["unrollings"], call["seed"])
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def complete_trials(url, name):
+    import optuna
+    from optuna.trial import TrialState
+    study = optuna.load_study(study_name=name, storage=url)
+    return [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+
+
+def small_grid(name="sweep", repeats=2):
+    return sweep.make_grid({"nodes": "2,4,8", "unrollings": "1,2"}, repeats=repeats, name=name,
+                           config_class=FakeConfig)
+
+
+@pytest.fixture
+def calls(tmp_path, monkeypatch):
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    monkeypatch.setenv("CHARLSTM_TEST_CALLS", str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("args, bad", [
+    (["--nodes", ""], "''"),
+    (["--nodes", "2,,8"], "'2,,8'"),
+    (["--nodez", "2,4"], "--nodez"),
+    (["--nodes", "2,x"], "'x'"),
+    (["--lr", "1,fast"], "'fast'"),
+    (["--unrollings", "0,1"], "'0'"),
+    (["--nodes", "4,0"], "'0'"),
+    (["--batch-size", "2.5,4"], "'2.5'"),
+    (["--nodes", "2,2"], "'2,2'"),
+    (["--seed", "1,2"], "--seed"),
+    (["--nodes"], "--nodes"),
+    (["nodes", "2,4"], "'nodes'"),
+])
+def test_bad_specs_are_rejected_naming_the_value(args, bad):
+    with pytest.raises(ValueError) as err:
+        sweep.parse_params(args, FakeConfig)
+    assert bad in str(err.value)
+
+
+def test_specs_parse_into_typed_values_and_fixed_parameters():
+    params = sweep.parse_params(["--nodes", "2,4,8", "--batch-size=16", "--lr", "1,10",
+                                 "--cell", "lstm,gru"], FakeConfig)
+    assert params == {"nodes": [2, 4, 8], "batch_size": [16], "lr": [1.0, 10.0],
+                      "cell": ["lstm", "gru"]}
+    grid = sweep.make_grid(params, repeats=3, seed=5, config_class=FakeConfig)
+    assert grid.swept == {"nodes": [2, 4, 8], "lr": [1.0, 10.0], "cell": ["lstm", "gru"]}
+    assert grid.fixed == {"batch_size": 16}
+    assert grid.seeds == (5, 6, 7)
+    assert len(sweep.units(grid)) == 3 * 2 * 2 * 3
+    with pytest.raises(ValueError, match="nothing to sweep"):
+        sweep.make_grid({"nodes": [4]}, config_class=FakeConfig)
+    with pytest.raises(ValueError, match="--repeats 0"):
+        sweep.make_grid({"nodes": [2, 4]}, repeats=0, config_class=FakeConfig)
+
+
+def test_udacity_preset_is_the_five_studies_and_scale_multiplies_steps():
+    grids = sweep.preset("udacity", config_class=FakeConfig)
+    assert [g.name for g in grids] == ["udacity.batch_size", "udacity.nodes",
+                                       "udacity.unrollings", "udacity.steps",
+                                       "udacity.nodes_x_unrollings"]
+    assert [len(sweep.units(g)) for g in grids] == [8, 8, 11, 1, 88]
+    assert grids[0].swept["batch_size"][0] == 2 and grids[0].swept["batch_size"][-1] == 256
+    assert grids[3].swept["steps"] == list(range(1001, 10002, 1000))
+    assert sweep.units(grids[3])[0].milestones == tuple(range(1001, 10002, 1000))
+    assert grids[4].fixed["steps"] == 3001
+    scaled = sweep.preset("udacity", scale=0.1, repeats=2, config_class=FakeConfig)
+    assert scaled[4].fixed["steps"] == 300
+    assert scaled[3].swept["steps"] == [100 * (i + 1) for i in range(10)]
+    assert len(sweep.units(scaled[4])) == 176
+    with pytest.raises(ValueError, match="unknown preset 'mnist'"):
+        sweep.preset("mnist", config_class=FakeConfig)
+    with pytest.raises(ValueError, match="--scale 0"):
+        sweep.preset("udacity", scale=0, config_class=FakeConfig)
+
+
+def run_and_check(tmp_path, calls, url, name, workers):
+    grid = small_grid(name)
+    out = tmp_path / "out"
+    summary = sweep.run([grid], out=out, storage=url, workers=workers, trainer=fake_train,
+                        config_class=FakeConfig, heartbeat_seconds=1, poll_seconds=0.2,
+                        progress=False)
+    expected = {(u.params["nodes"], u.params["unrollings"], u.seed) for u in sweep.units(grid)}
+    assert len(expected) == 12
+    assert summary["units"] == 12 and summary["complete"] == 12 and summary["failed"] == []
+    assert calls_by_point(calls) == {k: 1 for k in expected}
+    trials = complete_trials(url or sweep.sqlite_url(out), name)
+    got = sorted((t.params["nodes"], t.params["unrollings"], t.user_attrs["seed"])
+                 for t in trials)
+    assert got == sorted(expected)
+    for t in trials:
+        config = FakeConfig(nodes=t.params["nodes"], unrollings=t.params["unrollings"],
+                            seed=t.user_attrs["seed"])
+        assert t.value == pytest.approx(fake_perplexity(config, 3001))
+    with open(out / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((int(r["nodes"]), int(r["unrollings"]), int(r["seed"]),
+                   float(r["valid_perplexity"])) for r in rows) == \
+        sorted((t.params["nodes"], t.params["unrollings"], t.user_attrs["seed"], t.value)
+               for t in trials)
+    for png in ("heatmap", "surface"):
+        data = (out / f"{name}-{png}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        import matplotlib.image
+        assert matplotlib.image.imread(out / f"{name}-{png}.png").ndim == 3
+    report = (out / "report.md").read_text()
+    assert f"{name}-heatmap.png" in report
+    return summary
+
+
+def test_two_workers_on_sqlite_run_every_point_once(tmp_path, calls):
+    summary = run_and_check(tmp_path, calls, None, "grid", workers=2)
+    assert summary["threads_per_worker"] == max(1, sweep._cores() // 2)
+    threads = {json.loads(p.read_text())["threads"] for p in calls.iterdir()}
+    assert threads == {summary["threads_per_worker"]}
+
+
+def test_two_workers_on_postgresql_run_every_point_once(tmp_path, calls):
+    url = os.environ.get("CHARLSTM_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("CHARLSTM_TEST_POSTGRES_URL is unset: start a server with .ci/postgres.sh "
+                    "and export the URL it prints")
+    run_and_check(tmp_path, calls, url, f"grid-{uuid.uuid4().hex[:8]}", workers=2)
+
+
+def test_rerun_of_a_finished_sweep_runs_nothing(tmp_path, calls):
+    grid = small_grid(repeats=1)
+    kwargs = dict(out=tmp_path / "out", trainer=fake_train, config_class=FakeConfig,
+                  progress=False, report=False, poll_seconds=0.1)
+    assert sweep.run([grid], **kwargs)["complete"] == 6
+    assert sum(calls_by_point(calls).values()) == 6
+    more = small_grid(repeats=2)
+    assert sweep.run([more], **kwargs)["complete"] == 12
+    assert calls_by_point(calls) == {k: 1 for k in calls_by_point(calls)}
+    assert sum(calls_by_point(calls).values()) == 12
+
+
+def test_a_study_keeps_its_experiment(tmp_path, calls):
+    kwargs = dict(out=tmp_path / "out", trainer=fake_train, config_class=FakeConfig,
+                  progress=False, report=False, poll_seconds=0.1)
+    sweep.run([sweep.make_grid({"nodes": "2,4"}, config_class=FakeConfig)], **kwargs)
+    other = sweep.make_grid({"nodes": "2,4", "lr": "1"}, config_class=FakeConfig)
+    with pytest.raises(ValueError, match="already holds a different experiment"):
+        sweep.run([other], **kwargs)
+
+
+def test_steps_sweep_trains_once_per_seed_and_reports_every_milestone(tmp_path, calls):
+    grid = sweep.make_grid({"steps": "10,20,40", "nodes": "2,4"}, repeats=2,
+                           config_class=FakeConfig)
+    out = tmp_path / "out"
+    summary = sweep.run([grid], out=out, trainer=fake_train, config_class=FakeConfig,
+                        progress=False, poll_seconds=0.1)
+    assert summary["units"] == 4
+    runs = [json.loads(p.read_text()) for p in calls.iterdir()]
+    assert len(runs) == 4 and {r["steps"] for r in runs} == {40}
+    with open(out / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12
+    for r in rows:
+        config = FakeConfig(nodes=int(r["nodes"]), seed=int(r["seed"]))
+        assert float(r["valid_perplexity"]) == pytest.approx(
+            fake_perplexity(config, int(r["steps"])))
+    assert (out / "sweep-heatmap.png").is_file()
+
+
+def test_a_failing_trial_is_reported_and_retried_by_the_next_run(tmp_path, calls, monkeypatch):
+    kwargs = dict(out=tmp_path / "out", trainer=fake_train, config_class=FakeConfig,
+                  progress=False, poll_seconds=0.1)
+    grid = sweep.make_grid({"nodes": "2,4,8"}, config_class=FakeConfig)
+    monkeypatch.setenv("CHARLSTM_TEST_FAIL", "4")
+    summary = sweep.run([grid], **kwargs)
+    assert summary["complete"] == 2
+    assert len(summary["failed"]) == 1 and "NaN at nodes 4" in summary["failed"][0]["error"]
+    monkeypatch.delenv("CHARLSTM_TEST_FAIL")
+    summary = sweep.run([grid], **kwargs)
+    assert summary["complete"] == 3 and summary["failed"] == []
+    assert calls_by_point(calls)[(4, 10, 0)] == 2
+
+
+KILLED_WORKER = """
+import sys
+from pathlib import Path
+import test_sweep
+from charlstm import sweep
+grid = test_sweep.small_grid(repeats=1)
+sweep.run([grid], out=sys.argv[1], trainer=test_sweep.fake_train,
+          config_class=test_sweep.FakeConfig, heartbeat_seconds=1, poll_seconds=0.1,
+          progress=False)
+"""
+
+
+@pytest.mark.parametrize("how", ["dead pid on this machine", "stale heartbeat"])
+def test_killed_worker_mid_trial_resumes_with_nothing_lost_or_doubled(tmp_path, calls,
+                                                                      monkeypatch, how):
+    import optuna
+    from optuna.trial import TrialState
+    out = tmp_path / "out"
+    env = {**os.environ, "CHARLSTM_TEST_BLOCK": "4",
+           "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), str(ROOT / ".dev")])}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WORKER, str(out)], env=env)
+    try:
+        deadline = time.time() + 120
+        while not (calls / "blocked").exists():
+            assert proc.poll() is None and time.time() < deadline, "worker never reached 4"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    url = sweep.sqlite_url(out)
+    study = optuna.load_study(study_name="sweep", storage=url)
+    running = study.get_trials(states=(TrialState.RUNNING,))
+    assert [t.params.get("nodes") for t in running] == [4]
+    done_before = len(study.get_trials(states=(TrialState.COMPLETE,)))
+    if how == "stale heartbeat":
+        # As if the dead worker ran on another machine: only its silence can tell.
+        storage = sweep.open_storage(url, 1)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name("sweep"), running[0].number)
+        storage.set_trial_user_attr(trial_id, "worker", "elsewhere/0:1")
+    summary = sweep.run([small_grid(repeats=1)], out=out, trainer=fake_train,
+                        config_class=FakeConfig, heartbeat_seconds=1, poll_seconds=0.2,
+                        progress=False)
+    assert summary["complete"] == 6
+    counts = calls_by_point(calls)
+    assert counts.pop((4, 1, 0)) == 2  # the killed run and its rerun
+    assert counts == {k: 1 for k in counts} and len(counts) == 5
+    trials = complete_trials(url, "sweep")
+    assert sorted((t.params["nodes"], t.params["unrollings"]) for t in trials) == \
+        sorted((n, u) for n in (2, 4, 8) for u in (1, 2))
+    assert len(trials) == 6 and done_before < 6
+    killed = optuna.load_study(study_name="sweep", storage=url).trials[running[0].number]
+    assert killed.state == TrialState.FAIL
