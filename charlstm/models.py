@@ -1,0 +1,114 @@
+"""The character models.
+
+UdacityLM is the language model of the Udacity deep-learning assignment 6_lstm: one recurrent
+cell over the 27 characters fed one-hot, `nodes` hidden units, and a softmax classifier
+`logits = h @ w + b`. Weights follow torch's layout (weight_ih [gates * nodes, 27], LSTM gate
+order i, f, g, o, which is also the assignment's order); there is one bias per gate, as in the
+assignment, so b_hh is not used (torch's two biases would get the same gradient and, in effect,
+learn at twice the rate and count twice in gradient clipping).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charlstm.data.batches import VOCAB_SIZE
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+BACKENDS = ("fused", "reference", "torch")
+DEFAULT_INIT = "truncated_normal:-0.1,0.1"
+
+
+def parse_init(spec: str) -> tuple[str, float, float]:
+    """Parse an init spec: truncated_normal:MEAN,STD (cut at two std), normal:MEAN,STD or uniform:LOW,HIGH."""
+    defaults = {"truncated_normal": (-0.1, 0.1), "normal": (-0.1, 0.1), "uniform": (-0.1, 0.1)}
+    name, _, params = spec.partition(":")
+    if name not in defaults:
+        raise ValueError(f"unknown init {spec!r}: use truncated_normal:MEAN,STD, normal:MEAN,STD or "
+                         f"uniform:LOW,HIGH (the assignment's is {DEFAULT_INIT})")
+    if not params:
+        return (name, *defaults[name])
+    try:
+        a, b = (float(x) for x in params.split(","))
+    except ValueError:
+        raise ValueError(f"init {spec!r} needs two numbers after the colon, as in {name}:-0.1,0.1") from None
+    if (name != "uniform" and b <= 0) or (name == "uniform" and b <= a) or not (math.isfinite(a) and math.isfinite(b)):
+        raise ValueError(f"init {spec!r} is empty: the std must be > 0, and for uniform LOW < HIGH")
+    return name, a, b
+
+
+def init_weight_(weight: torch.Tensor, spec: str) -> torch.Tensor:
+    name, a, b = parse_init(spec)
+    with torch.no_grad():
+        if name == "truncated_normal":
+            # tf.truncated_normal(shape, mean, stddev) redraws values beyond two std of the mean
+            return nn.init.trunc_normal_(weight, mean=a, std=b, a=a - 2 * b, b=a + 2 * b)
+        if name == "normal":
+            return nn.init.normal_(weight, mean=a, std=b)
+        return nn.init.uniform_(weight, a, b)
+
+
+class UdacityLM(nn.Module):
+    """The assignment's character LSTM language model (or the same with a GRU or tanh RNN cell)."""
+
+    def __init__(self, nodes: int = 64, cell: str = "lstm", backend: str = "fused",
+                 init: str = DEFAULT_INIT, vocab_size: int = VOCAB_SIZE):
+        super().__init__()
+        if cell not in GATES:
+            raise ValueError(f"unknown cell {cell!r}: use one of {', '.join(GATES)}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        if nodes < 1:
+            raise ValueError(f"nodes must be at least 1, got {nodes}")
+        self.cell, self.backend, self.nodes, self.vocab_size = cell, backend, nodes, vocab_size
+        gates = GATES[cell] * nodes
+        self.weight_ih = nn.Parameter(torch.empty(gates, vocab_size))
+        self.weight_hh = nn.Parameter(torch.empty(gates, nodes))
+        self.bias_ih = nn.Parameter(torch.zeros(gates))
+        self.w = nn.Parameter(torch.empty(nodes, vocab_size))
+        self.b = nn.Parameter(torch.zeros(vocab_size))
+        for weight in (self.weight_ih, self.weight_hh, self.w):
+            init_weight_(weight, init)
+
+    def initial_state(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        """Zero state: (h, c) for the LSTM, (h,) for the GRU and RNN, each [batch, nodes]."""
+        zeros = self.w.new_zeros(batch_size, self.nodes)
+        return (zeros, zeros.clone()) if self.cell == "lstm" else (zeros,)
+
+    def forward(self, ids: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        """Logits [T, B, 27] for int64 ids [T, B], and the state after the last step."""
+        outputs, state = self.recurrence(ids, state)
+        logits = torch.addmm(self.b, outputs.reshape(-1, self.nodes), self.w)
+        return logits.view(*ids.shape, self.vocab_size), state
+
+    def recurrence(self, ids, state):
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih)
+        if self.backend == "torch":
+            return _torch_recurrence(self.cell, F.one_hot(ids, self.vocab_size).to(self.w.dtype),
+                                     state, weights, self.training)
+        if self.backend == "fused":
+            from charlstm import ops as impl
+        else:
+            from charlstm import reference as impl
+        if self.cell == "lstm":
+            outputs, (h, c) = impl.lstm(ids, state[0], state[1], *weights, None)
+            return outputs, (h, c)
+        if self.cell == "gru":
+            outputs, h = impl.gru(ids, state[0], *weights, None)
+        else:
+            outputs, h = impl.rnn(ids, state[0], *weights, None, nonlinearity="tanh")
+        return outputs, (h,)
+
+
+def _torch_recurrence(cell, x, state, weights, training):
+    """torch's own kernels (what nn.LSTM/GRU/RNN run), with a zero b_hh so there is one bias."""
+    flat = [*weights, torch.zeros_like(weights[2])]
+    hx = [s.unsqueeze(0) for s in state]
+    if cell == "lstm":
+        outputs, h, c = torch.lstm(x, hx, flat, True, 1, 0.0, training, False, False)
+        return outputs, (h[0], c[0])
+    run = torch.gru if cell == "gru" else torch.rnn_tanh
+    outputs, h = run(x, hx[0], flat, True, 1, 0.0, training, False, False)
+    return outputs, (h[0],)

@@ -1,0 +1,92 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from charlstm.models import GATES, UdacityLM, init_weight_, parse_init
+
+
+def test_parameters_have_torch_layout_and_one_bias_per_gate():
+    model = UdacityLM(nodes=7, cell="lstm", backend="torch")
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    assert shapes == {"weight_ih": (28, 27), "weight_hh": (28, 7), "bias_ih": (28,), "w": (7, 27), "b": (27,)}
+    for cell, gates in GATES.items():
+        assert UdacityLM(5, cell, "torch").weight_hh.shape == (gates * 5, 5)
+
+
+def test_init_is_the_assignments_truncated_normal():
+    torch.manual_seed(0)
+    model = UdacityLM(nodes=256, backend="torch")
+    for weight in (model.weight_ih, model.weight_hh, model.w):
+        assert weight.min() >= -0.3 and weight.max() <= 0.1
+    values = model.weight_hh.detach().flatten()
+    # A normal(-0.1, 0.1) cut at two std keeps mean -0.1 and has std 0.088.
+    assert values.mean().item() == pytest.approx(-0.1, abs=0.002)
+    assert values.std().item() == pytest.approx(0.088, abs=0.002)
+    assert not model.bias_ih.any() and not model.b.any()
+
+
+@pytest.mark.parametrize("spec, low, high", [("uniform:-0.5,0.25", -0.5, 0.25), ("truncated_normal:1,0.5", 0.0, 2.0)])
+def test_init_specs(spec, low, high):
+    weight = init_weight_(torch.empty(1000), spec)
+    assert weight.min() >= low and weight.max() <= high
+    assert weight.max() - weight.min() > (high - low) / 2
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("xavier", "unknown init"), ("normal:1", "two numbers"), ("normal:0,0", "std must be > 0"),
+    ("uniform:1,0", "LOW < HIGH"), ("normal:a,b", "two numbers"),
+])
+def test_bad_init_specs(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_init(spec)
+
+
+def test_parse_init_defaults():
+    assert parse_init("truncated_normal") == ("truncated_normal", -0.1, 0.1)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"cell": "transformer"}, "unknown cell"), ({"backend": "jax"}, "unknown backend"), ({"nodes": 0}, "nodes"),
+])
+def test_bad_model_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        UdacityLM(**kwargs)
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("nodes, T, B", [(8, 5, 3), (1, 1, 1), (33, 7, 2)])
+def test_backends_agree_in_float64(cell, nodes, T, B):
+    torch.manual_seed(1)
+    ids = torch.randint(0, 27, (T + 1, B))
+    results = {}
+    for backend in ("fused", "reference", "torch"):
+        torch.manual_seed(2)
+        model = UdacityLM(nodes, cell, backend).double()
+        with torch.no_grad():  # nonzero biases, so that bias gradients and b_hh=None matter
+            model.bias_ih.uniform_(-0.5, 0.5)
+        state = tuple(s.uniform_(-1, 1) for s in model.initial_state(B))
+        logits, new_state = model(ids[:-1], state)
+        loss = F.cross_entropy(logits.reshape(-1, 27), ids[1:].reshape(-1)) + sum(s.sum() for s in new_state)
+        loss.backward()
+        results[backend] = [logits, *new_state] + [p.grad for p in model.parameters()]
+    for backend in ("fused", "torch"):
+        for ours, ref in zip(results[backend], results["reference"]):
+            torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_reference_matches_the_assignments_cell():
+    torch.manual_seed(3)
+    model = UdacityLM(6, "lstm", "reference").double()
+    ids = torch.randint(0, 27, (4, 2))
+    h, c = (s.clone() for s in model.initial_state(2))
+    W = model.weight_ih.T  # the assignment's ix|fx|cx|ox, [27, 4 * nodes]
+    U = model.weight_hh.T
+    logits = []
+    for t in range(4):
+        x = F.one_hot(ids[t], 27).double()
+        i, f, g, o = (x @ W + h @ U + model.bias_ih).chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        logits.append(h @ model.w + model.b)
+    ours, _ = model(ids, model.initial_state(2))
+    torch.testing.assert_close(ours, torch.stack(logits))
