@@ -32,6 +32,7 @@ STUDY_ATTR = "charlstm_sweep"
 CLAIMS_TABLE = "charlstm_sweep_claims"
 # Fields that describe how a run is executed, not what it computes: never part of a grid.
 NOT_SWEPT = {"seed": "use --repeats and --seed", "out": "the sweep writes no run folders",
+             "resume": "rerun the sweep command to resume it",
              "threads": "threads per worker are cores / --workers"}
 POSITIVE = ("nodes", "batch_size", "unrollings", "steps", "valid_size", "summary_frequency",
             "decay_steps")
@@ -664,6 +665,13 @@ def run(grids: list, out="runs/sweep", storage: str | None = None, workers: int 
     names = [g.name for g in grids]
     if len(set(names)) != len(names):
         raise ValueError(f"two grids share a study name: {names}")
+    threads = max(1, _cores() // workers)
+    config_class = config_class or default_config_class()
+    for grid in grids:
+        for unit in units(grid):
+            config = unit_config(unit, grid, threads, config_class)
+            if hasattr(config, "check"):
+                config.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or sqlite_url(out)
@@ -671,7 +679,6 @@ def run(grids: list, out="runs/sweep", storage: str | None = None, workers: int 
     Claims(url).close()
     studies = [prepare_study(store, g) for g in grids]
     _write_manifest(out, url, names)
-    threads = max(1, _cores() // workers)
     plan = Plan(url, list(grids), uuid.uuid4().hex, threads, heartbeat_seconds, poll_seconds,
                 trainer, config_class)
     all_units = [u for g in grids for u in units(g)]

@@ -309,3 +309,43 @@ def test_killed_worker_mid_trial_resumes_with_nothing_lost_or_doubled(tmp_path, 
     assert len(trials) == 6 and done_before < 6
     killed = optuna.load_study(study_name="sweep", storage=url).trials[running[0].number]
     assert killed.state == TrialState.FAIL
+
+
+def write_corpus(path, chars=4000):
+    import random
+    rng = random.Random(0)
+    words = ["the", "president", "said", "we", "will", "build", "a", "nation", "of", "hope"]
+    text = []
+    while sum(len(w) + 1 for w in text) < chars:
+        text.append(rng.choice(words))
+    path.write_text(" ".join(text))
+    return path
+
+
+def test_real_steps_sweep_equals_separate_runs_with_the_same_seed(tmp_path):
+    from charlstm.train import TrainConfig, train
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    fixed = {"data": [str(corpus)], "nodes": [8], "batch_size": [4], "unrollings": [3],
+             "valid_size": [50], "summary_frequency": [7], "backend": ["fused"]}
+    grid = sweep.make_grid({**fixed, "steps": [5, 12, 20]}, repeats=2, seed=3)
+    out = tmp_path / "out"
+    summary = sweep.run([grid], out=out, progress=False, poll_seconds=0.1)
+    assert summary["units"] == 2 and summary["complete"] == 2
+    with open(out / "trials.csv") as f:
+        rows = {(int(r["seed"]), int(r["steps"])): float(r["valid_perplexity"])
+                for r in csv.DictReader(f)}
+    assert len(rows) == 6
+    threads = summary["threads_per_worker"]
+    for seed in (3, 4):
+        for steps in (5, 12, 20):
+            alone = train(TrainConfig(**{k: v[0] for k, v in fixed.items()}, steps=steps,
+                                      seed=seed, threads=threads), progress=False)
+            assert rows[(seed, steps)] == pytest.approx(alone["valid_perplexity"], rel=1e-6)
+    assert rows[(3, 20)] != rows[(4, 20)]
+
+
+def test_train_checks_every_point_before_anything_runs(tmp_path):
+    grid = sweep.make_grid({"nodes": "2,4", "cell": "lstm,transformer"})
+    with pytest.raises(ValueError, match="transformer"):
+        sweep.run([grid], out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
