@@ -152,9 +152,12 @@ def _source(grids: dict, param: str):
     return None, None
 
 
-def _effect(rows, grids, param):
+def _effect(rows, grids, param, study=None):
     """Improvement from the smallest value of `param` to its best, with an interval."""
-    study, others = _source(grids, param)
+    if study is None:
+        study, others = _source(grids, param)
+    else:
+        others = [k for k in grids[study]["swept"] if k != param]
     if study is None:
         return None
     points = curve(rows, study, param)
@@ -167,8 +170,9 @@ def _effect(rows, grids, param):
 
 
 def _describe_effect(param, e) -> str:
-    where = f"study `{e['study']}`" + (f", averaged over {', '.join(e['others'])}"
-                                       if e["others"] else "")
+    where = f"study `{e['study']}`" + (
+        f", averaged over {', '.join(e['others'])} (so the interval also holds their spread)"
+        if e["others"] else "")
     ci = "" if e["low"] is None else f" (95% interval [{e['low']:.3f}, {e['high']:.3f}])"
     return (f"{param} {e['first']['value']} -> {e['best']['value']} (the best value) lowers mean "
             f"perplexity from {e['first']['mean']:.3f} to {e['best']['mean']:.3f}, by "
@@ -192,6 +196,17 @@ def _compare(name_a, a, name_b, b) -> str:
         verdict = ("The intervals overlap: at this number of seeds the data does not separate "
                    f"the two effects (the means favour {bigger}).")
     return "\n".join(lines + ["", verdict])
+
+
+def _within_grid(rows, grids, a, b) -> list:
+    """The same comparison inside each study that sweeps both, where the other settings match."""
+    lines = []
+    for name, grid in grids.items():
+        if set(grid["swept"]) == {a, b}:
+            lines += [f"Within the grid `{name}`, each averaged over the other:", "",
+                      _compare(a, _effect(rows, grids, a, name), b,
+                               _effect(rows, grids, b, name)), ""]
+    return lines
 
 
 def _monotonic(param, e) -> str:
@@ -225,10 +240,10 @@ def _level_off(param, e) -> str:
         d = difference(p, best)
         if d["low"] is not None:
             if d["low"] <= 0:
-                return (f"From {param} = {p['value']} on, no value is significantly better: its "
-                        f"mean {p['mean']:.3f} {_ci(p)} is within the interval of the difference "
-                        f"to the best ({param} = {best['value']}, {best['mean']:.3f} {_ci(best)}; "
-                        f"difference {d['diff']:.3f}, [{d['low']:.3f}, {d['high']:.3f}]). "
+                return (f"Gains level off at {param} = {p['value']}: its mean perplexity is "
+                        f"{p['mean']:.3f} {_ci(p)}, the best ({param} = {best['value']}) has "
+                        f"{best['mean']:.3f} {_ci(best)}, and their difference {d['diff']:.3f} "
+                        f"has the interval [{d['low']:.3f}, {d['high']:.3f}], which includes 0. "
                         f"Rule: the smallest value not significantly worse than the best.")
         elif p["mean"] <= best["mean"] * (1 + LEVEL_TOLERANCE):
             return (f"Gains level off at {param} = {p['value']}: mean {p['mean']:.3f} is within "
@@ -309,6 +324,7 @@ def write_report(out, storage: str | None = None, studies: list | None = None) -
               _compare("nodes", effects["nodes"], "batch_size", effects["batch_size"]), "",
               "### 2. More unrollings help more than more nodes", "",
               _compare("unrollings", effects["unrollings"], "nodes", effects["nodes"]), "",
+              *_within_grid(rows, grids, "unrollings", "nodes"),
               "### 3. More unrollings help more than more training steps", "",
               _compare("unrollings", effects["unrollings"], "steps", effects["steps"]), "",
               "### 4. Perplexity falls monotonically as each parameter grows", ""]
