@@ -46,9 +46,9 @@ def test_sweep_end_to_end_with_two_workers_then_report(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / ".dev")])}
     command = [sys.executable, "-m", "charlstm_cli.main", "sweep", "--data", str(corpus),
                "--nodes", "4,8", "--unrollings", "2,3", "--batch-size", "4", "--steps", "15",
-               "--valid-size", "50", "--summary-frequency", "5", "--workers", "2",
-               "--out", str(out), "--json"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+               "--valid-size", "50", "--summary-frequency", "5", "--out", str(out), "--json"]
+    done = subprocess.run(command + ["--workers", "2"], env=env, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["units"] == 4 and summary["complete"] == 4 and summary["failed"] == []

@@ -157,7 +157,7 @@ def run_and_check(tmp_path, calls, url, name, workers):
     grid = small_grid(name)
     out = tmp_path / "out"
     summary = sweep.run([grid], out=out, storage=url, workers=workers, trainer=fake_train,
-                        config_class=FakeConfig, heartbeat_seconds=1, poll_seconds=0.2,
+                        config_class=FakeConfig, heartbeat_seconds=5, poll_seconds=0.2,
                         progress=False)
     expected = {(u.params["nodes"], u.params["unrollings"], u.seed) for u in sweep.units(grid)}
     assert len(expected) == 12
