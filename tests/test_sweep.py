@@ -349,3 +349,45 @@ def test_train_checks_every_point_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="transformer"):
         sweep.run([grid], out=tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_claims_are_first_come_and_compare_and_swap(tmp_path):
+    claims = sweep.Claims(sweep.sqlite_url(tmp_path))
+    assert claims.claim_new(1, "u", trial_id=10, number=0)
+    assert not claims.claim_new(1, "u", trial_id=11, number=1)
+    assert claims.claim_new(2, "u", trial_id=12, number=0)
+    assert not claims.take_over(1, "u", old_trial_id=11, trial_id=13, number=2)
+    assert claims.take_over(1, "u", old_trial_id=10, trial_id=13, number=2)
+    assert not claims.take_over(1, "u", old_trial_id=10, trial_id=14, number=3)
+    assert claims.owners(1) == {"u": (13, 2)}
+    claims.close()
+
+
+def test_racing_workers_still_run_each_unit_once(tmp_path, calls):
+    import threading
+    grid = sweep.make_grid({"nodes": "1,2,3,4,5", "unrollings": "1,2"}, repeats=2,
+                           config_class=FakeConfig)
+    url = sweep.sqlite_url(tmp_path)
+    sweep.prepare_study(sweep.open_storage(url), grid)
+    plan = sweep.Plan(url, [grid], "race", threads=1, heartbeat_seconds=30, poll_seconds=0.05,
+                      trainer=fake_train, config_class=FakeConfig)
+    errors = []
+
+    def worker():
+        try:
+            sweep.work(plan)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    expected = {(n, u, 0) for n in range(1, 6) for u in (1, 2)} | \
+        {(n, u, 1) for n in range(1, 6) for u in (1, 2)}
+    assert calls_by_point(calls) == {k: 1 for k in expected}
+    trials = complete_trials(url, "sweep")
+    assert len(trials) == 20
+    assert len({t.user_attrs["unit"] for t in trials}) == 20
