@@ -363,11 +363,18 @@ def test_claims_are_first_come_and_compare_and_swap(tmp_path):
     claims.close()
 
 
-def test_racing_workers_still_run_each_unit_once(tmp_path, calls):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_racing_workers_still_run_each_unit_once(tmp_path, calls, backend):
     import threading
-    grid = sweep.make_grid({"nodes": "1,2,3,4,5", "unrollings": "1,2"}, repeats=2,
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    grid = sweep.make_grid({"nodes": "1,2,3,4,5", "unrollings": "1,2"}, repeats=2, name=name,
                            config_class=FakeConfig)
     url = sweep.sqlite_url(tmp_path)
+    if backend == "postgresql":
+        url = os.environ.get("CHARLSTM_TEST_POSTGRES_URL")
+        if not url:
+            pytest.skip("CHARLSTM_TEST_POSTGRES_URL is unset: start a server with "
+                        ".ci/postgres.sh and export the URL it prints")
     sweep.prepare_study(sweep.open_storage(url), grid)
     plan = sweep.Plan(url, [grid], "race", threads=1, heartbeat_seconds=30, poll_seconds=0.05,
                       trainer=fake_train, config_class=FakeConfig)
@@ -388,6 +395,6 @@ def test_racing_workers_still_run_each_unit_once(tmp_path, calls):
     expected = {(n, u, 0) for n in range(1, 6) for u in (1, 2)} | \
         {(n, u, 1) for n in range(1, 6) for u in (1, 2)}
     assert calls_by_point(calls) == {k: 1 for k in expected}
-    trials = complete_trials(url, "sweep")
+    trials = complete_trials(url, name)
     assert len(trials) == 20
     assert len({t.user_attrs["unit"] for t in trials}) == 20
