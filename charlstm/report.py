@@ -84,7 +84,7 @@ def load_rows(storage: str, studies: list) -> tuple[list, dict]:
             seen.add(attrs["unit"])
             result = attrs.get("result", {})
             base = {"study": name, "trial": trial.number, "seed": attrs["seed"]}
-            params = {k: trial.params[k] for k in grid["swept"] if k != "steps"}
+            params = {k: attrs["params"][k] for k in grid["swept"] if k != "steps"}
             if "milestones" in result:
                 last = max(int(s) for s in result["milestones"])
                 for step, ppl in sorted(result["milestones"].items(), key=lambda kv: int(kv[0])):

@@ -468,7 +468,9 @@ class _Heartbeat:
         self.thread.join()
 
 
-def _record_params(storage, trial_id: int, unit: Unit, grid: Grid) -> None:
+def _record_params(storage, trial_id: int, unit: Unit) -> None:
+    """Numbers become Optuna params (single-value distributions, so any grid fits); every value,
+    strings included, is kept in the `params` user attribute, which the report reads."""
     import optuna.distributions as d
     for name, value in unit.params.items():
         if isinstance(value, bool):
@@ -478,10 +480,10 @@ def _record_params(storage, trial_id: int, unit: Unit, grid: Grid) -> None:
         elif isinstance(value, float):
             dist, internal = d.FloatDistribution(value, value), value
         else:
-            # Categorical choices must not change within a study: the grid's values, sorted.
-            choices = sorted(str(v) for v in grid.swept[name])
-            dist, internal = d.CategoricalDistribution(choices), float(choices.index(str(value)))
+            # A categorical's choices may not change within a study, and a grid can grow.
+            continue
         storage.set_trial_param(trial_id, name, internal, dist)
+    storage.set_trial_user_attr(trial_id, "params", unit.params)
     storage.set_trial_user_attr(trial_id, "unit", unit.key)
     storage.set_trial_user_attr(trial_id, "seed", unit.seed)
 
@@ -594,7 +596,7 @@ def _run_unit(storage, claims, study, grid, unit, trial_id, plan, trainer, confi
               on_result):
     import optuna
     from optuna.trial import TrialState
-    _record_params(storage, trial_id, unit, grid)
+    _record_params(storage, trial_id, unit)
     storage.set_trial_user_attr(trial_id, "run_id", plan.run_id)
     try:
         config = unit_config(unit, grid, plan.threads, config_class)

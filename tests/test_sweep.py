@@ -398,3 +398,21 @@ def test_racing_workers_still_run_each_unit_once(tmp_path, calls, backend):
     trials = complete_trials(url, name)
     assert len(trials) == 20
     assert len({t.user_attrs["unit"] for t in trials}) == 20
+
+
+def test_string_parameters_sweep_and_the_grid_can_grow(tmp_path, calls):
+    def by_cell(config, milestones=None, progress=True):
+        return {"valid_perplexity": {"lstm": 5.0, "gru": 6.0, "rnn": 7.0}[config.cell]
+                + config.nodes / 100}
+
+    kwargs = dict(out=tmp_path, trainer=by_cell, config_class=FakeConfig, progress=False,
+                  poll_seconds=0.1)
+    sweep.run([sweep.make_grid({"cell": "lstm,gru", "nodes": "2"}, config_class=FakeConfig)],
+              **kwargs)
+    summary = sweep.run([sweep.make_grid({"cell": "lstm,gru,rnn", "nodes": "2"},
+                                         config_class=FakeConfig)], **kwargs)
+    assert summary["complete"] == 3
+    with open(tmp_path / "trials.csv") as f:
+        rows = {r["cell"]: float(r["valid_perplexity"]) for r in csv.DictReader(f)}
+    assert rows == {"lstm": 5.02, "gru": 6.02, "rnn": 7.02}
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
