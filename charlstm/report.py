@@ -305,7 +305,9 @@ def write_report(out, storage: str | None = None, studies: list | None = None) -
                              "a sweep, or --storage and --study")
         saved = json.loads(manifest.read_text())
         studies = studies or saved["studies"]
-        if storage is None:
+        if storage is None and saved["storage"] is None:
+            storage = f"sqlite:///{out.resolve() / 'sweep.db'}"
+        elif storage is None:
             if "***" in saved["storage"]:
                 raise ValueError("the sweep's storage URL has a password that is not saved: "
                                  "pass it again with --storage")

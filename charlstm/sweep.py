@@ -677,10 +677,12 @@ def run(grids: list, out="runs/sweep", storage: str | None = None, workers: int 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or sqlite_url(out)
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = open_storage(url, heartbeat_seconds)
     Claims(url).close()
     studies = [prepare_study(store, g) for g in grids]
-    _write_manifest(out, url, names)
+    _write_manifest(out, storage, names)
     plan = Plan(url, list(grids), uuid.uuid4().hex, threads, heartbeat_seconds, poll_seconds,
                 trainer, config_class)
     all_units = [u for g in grids for u in units(g)]
@@ -726,7 +728,9 @@ def run(grids: list, out="runs/sweep", storage: str | None = None, workers: int 
     return summary
 
 
-def _write_manifest(out: Path, url: str, names: list) -> None:
+def _write_manifest(out: Path, url: str | None, names: list) -> None:
+    """Record the studies and where they live; None is the folder's own sweep.db, wherever the
+    folder is moved to."""
     from charlstm.checkpoint import atomic_write_bytes
     path = out / "sweep.json"
     known = []
@@ -735,7 +739,8 @@ def _write_manifest(out: Path, url: str, names: list) -> None:
             known = json.loads(path.read_text()).get("studies", [])
         except (OSError, ValueError):
             known = []
-    manifest = {"storage": _masked(url), "studies": known + [n for n in names if n not in known]}
+    manifest = {"storage": None if url is None else _masked(url),
+                "studies": known + [n for n in names if n not in known]}
     atomic_write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode())
 
 

@@ -93,3 +93,16 @@ def test_hypotheses_compare_studies_from_the_data(tmp_path):
     assert "the data shows nodes giving the larger improvement" in section
     assert "study `n`" in section and "study `b`" in section
     assert (tmp_path / "n.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_follows_a_moved_folder_and_asks_for_a_hidden_password(tmp_path):
+    run(tmp_path / "a", levels_off_at_16, repeats=1, values="2,4")
+    (tmp_path / "a").rename(tmp_path / "b")
+    (tmp_path / "b" / "report.md").unlink()
+    assert report.write_report(tmp_path / "b") == str(tmp_path / "b" / "report.md")
+    assert "| 4 | 1 |" in (tmp_path / "b" / "report.md").read_text()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "sweep.json").write_text(
+        '{"storage": "postgresql://u:***@db/x", "studies": ["s"]}')
+    with pytest.raises(ValueError, match="pass it again with --storage"):
+        report.write_report(tmp_path / "c")
