@@ -223,3 +223,13 @@ torch.library.register_autograd("charlstm::gru_forward", _gru_backward, setup_co
 torch.library.register_autograd("charlstm::gru_cell", _gru_cell_backward, setup_context=_gru_cell_setup)
 torch.library.register_autograd("charlstm::rnn_forward", _rnn_backward, setup_context=_rnn_setup)
 torch.library.register_autograd("charlstm::rnn_cell", _rnn_cell_backward, setup_context=_rnn_cell_setup)
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError("charlstm's fused ops give first derivatives only; for higher derivatives "
+                       "use charlstm.reference (backend='reference' in charlstm.nn)")
+
+
+for _name in ("lstm_backward", "gru_backward", "rnn_backward"):
+    torch.library.register_autograd(f"charlstm::{_name}", _no_double_backward)
+

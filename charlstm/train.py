@@ -201,6 +201,7 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
     started = time.perf_counter()
     config.check()
     milestones = sorted(set(milestones or []))
+    milestone_set = set(milestones)
     if milestones and not (1 <= milestones[0] and milestones[-1] <= config.steps):
         raise ValueError(f"milestones must lie between 1 and --steps ({config.steps}), got {milestones}")
     if config.threads:
@@ -225,6 +226,7 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
     np.random.seed(config.seed)
     random.seed(config.seed)
     model = UdacityLM(config.nodes, config.cell, config.backend, config.init).to(device, dtype)
+    parameters = list(model.parameters())
     state = model.initial_state(config.batch_size)
     step, mean_loss, reached = 0, 0.0, {}
     if checkpoint is not None:
@@ -254,19 +256,21 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
             logits, next_state = model(window[:-1], state)
             loss = F.cross_entropy(logits.reshape(-1, model.vocab_size), window[1:].reshape(-1))
             loss.backward()
-            norm = clip_global_norm_(model.parameters(), config.clip)
+            norm = clip_global_norm_(parameters, config.clip)
             loss_value = loss.item()
             if not (math.isfinite(loss_value) and torch.isfinite(norm).item()):
-                kept = f"; the last good checkpoint is {out / CHECKPOINT}" if out and (out / CHECKPOINT).exists() else ""
-                bad = "gradient norm" if math.isfinite(loss_value) else "loss"
-                raise TrainingDiverged(
-                    f"the {bad} became {norm.item() if bad == 'gradient norm' else loss_value} at step "
-                    f"{step}: lower --lr (now {config.lr}) or --clip (now {config.clip}){kept}")
-            sgd_step_(model.parameters(), lr)
+                what = (f"loss became {loss_value}" if not math.isfinite(loss_value)
+                        else f"gradient norm became {norm.item()}")
+                kept = (f"; the last good checkpoint is {out / CHECKPOINT}"
+                        if out is not None and (out / CHECKPOINT).exists() else "")
+                raise TrainingDiverged(f"the {what} at step {step}: lower --lr (now {config.lr}) or "
+                                       f"--clip (now {config.clip}){kept}")
+            sgd_step_(parameters, lr)
             state = tuple(s.detach() for s in next_state)
             mean_loss += loss_value
             bar.advance(loss_value, lr)
 
+            record = None
             if step % config.summary_frequency == 0:
                 if step > 0:
                     mean_loss /= config.summary_frequency
@@ -280,13 +284,11 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
                           "seconds": time.perf_counter() - started}
                 log.summary(record)
                 mean_loss = 0.0
-                step += 1
-                if out is not None:
-                    _append_line(out / "metrics.jsonl", record)
-                    save()
-            else:
-                step += 1
-            if step in milestones:
+            step += 1
+            if record is not None and out is not None:
+                _append_line(out / "metrics.jsonl", record)
+                save()
+            if step in milestone_set:
                 reached[step] = valid_perplexity()[0]
                 if on_milestone is not None:
                     on_milestone(step, reached[step])
@@ -307,7 +309,7 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
         "seconds": time.perf_counter() - started,
         "tokens_per_second": trained * config.batch_size * config.unrollings / train_seconds if trained else 0.0,
         "milestones": {k: reached[k] for k in milestones if k in reached},
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in parameters),
         "data": {"source": corpus.source, "characters": len(ids),
                  "normalization": corpus.normalization.to_dict() if corpus.normalization else None},
         "config": asdict(config),

@@ -2,6 +2,7 @@
 
 import typer
 
+from charlstm_cli.bench import bench
 from charlstm_cli.info import info
 from charlstm_cli.sweep import app as sweep_app
 from charlstm_cli.train import train
@@ -9,6 +10,7 @@ from charlstm_cli.train import train
 app = typer.Typer(help="Character-level recurrent language models: fused kernels and classic experiments.",
                   no_args_is_help=True, add_completion=False)
 app.command()(info)
+app.command()(bench)
 app.command()(train)
 app.add_typer(sweep_app, name="sweep")
 
