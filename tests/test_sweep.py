@@ -48,7 +48,8 @@ def fake_perplexity(config, steps):
 
 
 def fake_train(config, milestones=None, progress=True):
-    """Records each call in $CHARLSTM_TEST_CALLS; blocks forever on $CHARLSTM_TEST_BLOCK nodes."""
+    """Records each call in $CHARLSTM_TEST_CALLS; the first run with $CHARLSTM_TEST_BLOCK nodes
+    blocks (until killed)."""
     calls = os.environ.get("CHARLSTM_TEST_CALLS")
     point = {"nodes": config.nodes, "unrollings": config.unrollings, "seed": config.seed,
              "steps": config.steps}
@@ -56,8 +57,14 @@ def fake_train(config, milestones=None, progress=True):
         Path(calls, uuid.uuid4().hex).write_text(json.dumps({**point, "pid": os.getpid(),
                                                              "threads": config.threads}))
     if os.environ.get("CHARLSTM_TEST_BLOCK") == str(config.nodes):
-        Path(calls, "blocked").write_text(str(os.getpid()))
-        time.sleep(600)
+        try:  # only the first run of that point blocks, until the test kills it
+            marker = os.open(Path(calls, "blocked"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            marker = None
+        if marker is not None:
+            os.write(marker, str(os.getpid()).encode())
+            os.close(marker)
+            time.sleep(600)
     if os.environ.get("CHARLSTM_TEST_FAIL") == str(config.nodes):
         raise RuntimeError(f"loss became NaN at nodes {config.nodes}")
     return {"valid_perplexity": fake_perplexity(config, config.steps), "valid_bpc": 1.5,
@@ -416,3 +423,32 @@ def test_string_parameters_sweep_and_the_grid_can_grow(tmp_path, calls):
         rows = {r["cell"]: float(r["valid_perplexity"]) for r in csv.DictReader(f)}
     assert rows == {"lstm": 5.02, "gru": 6.02, "rnn": 7.02}
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_worker_killed_mid_trial_is_replaced_by_the_other_worker(tmp_path, calls,
+                                                                     monkeypatch):
+    import threading
+    monkeypatch.setenv("CHARLSTM_TEST_BLOCK", "4")
+    killed = []
+
+    def kill_the_blocked_worker():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            text = (calls / "blocked").read_text() if (calls / "blocked").exists() else ""
+            if text:
+                os.kill(int(text), signal.SIGKILL)
+                killed.append(int(text))
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_the_blocked_worker)
+    killer.start()
+    summary = sweep.run([small_grid(repeats=1)], out=tmp_path / "out", workers=2,
+                        trainer=fake_train, config_class=FakeConfig, heartbeat_seconds=5,
+                        poll_seconds=0.2, progress=False)
+    killer.join()
+    assert killed and summary["complete"] == 6 and summary["failed"] == []
+    counts = calls_by_point(calls)
+    assert counts.pop((4, 1, 0)) == 2
+    assert counts == {k: 1 for k in counts} and len(counts) == 5
+    assert len(complete_trials(sweep.sqlite_url(tmp_path / "out"), "sweep")) == 6
