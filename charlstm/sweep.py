@@ -347,7 +347,12 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        # A killed worker that its parent has not reaped yet still answers kill(pid, 0).
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
+    except (OSError, ValueError, IndexError):
+        return True
 
 
 def grid_attr(grid: Grid) -> dict:
@@ -694,6 +699,7 @@ def run(grids: list, out="runs/sweep", storage: str | None = None, workers: int 
             work(plan)
         else:
             import multiprocessing
+            import multiprocessing.connection
             ctx = multiprocessing.get_context("spawn")
             procs = [ctx.Process(target=_worker_main, args=(plan,), daemon=False)
                      for _ in range(workers)]
@@ -701,8 +707,13 @@ def run(grids: list, out="runs/sweep", storage: str | None = None, workers: int 
                 p.start()
             try:
                 monitor.start_thread()
-                for p in procs:
-                    p.join()
+                running = list(procs)
+                while running:
+                    # Reap each worker as it ends, so that a killed one is seen dead at once.
+                    multiprocessing.connection.wait([p.sentinel for p in running])
+                    for p in [p for p in running if not p.is_alive()]:
+                        p.join()
+                        running.remove(p)
             except BaseException:
                 for p in procs:
                     p.terminate()
