@@ -165,15 +165,38 @@ def _effect(rows, grids, param, study=None):
         return None
     best = min(points, key=lambda p: p["mean"])
     first = points[0]
+    if others:
+        change = _paired(rows, study, param, others, first["value"], best["value"])
+    else:
+        change = difference(first, best)
     return {"study": study, "others": others, "points": points, "best": best, "first": first,
-            **difference(first, best)}
+            **change}
+
+
+def _paired(rows, study, param, others, first, best) -> dict:
+    """In a grid, the improvement first -> best measured at each setting of the other parameters
+    and seed, then summarized: each pair shares everything but `param`."""
+    cells = {}
+    for row in rows:
+        if row["study"] == study:
+            key = tuple(row[o] for o in others) + (row["seed"],)
+            cells.setdefault(key, {})[row[param]] = row["valid_perplexity"]
+    diffs = [c[first] - c[best] for c in cells.values() if first in c and best in c]
+    if not diffs:
+        return {"diff": 0.0, "low": None, "high": None}
+    s = summarize(diffs)
+    return {"diff": s["mean"], "low": s["low"], "high": s["high"]}
 
 
 def _describe_effect(param, e) -> str:
     where = f"study `{e['study']}`" + (
-        f", averaged over {', '.join(e['others'])} (so the interval also holds their spread)"
+        f", paired at each value of {', '.join(e['others'])} and seed (the interval is over "
+        f"those pairs)"
         if e["others"] else "")
     ci = "" if e["low"] is None else f" (95% interval [{e['low']:.3f}, {e['high']:.3f}])"
+    if e["best"] is e["first"]:
+        return (f"{param}: the smallest value, {e['first']['value']}, has the lowest mean "
+                f"perplexity ({e['first']['mean']:.3f}); larger values gain nothing; {where}.")
     return (f"{param} {e['first']['value']} -> {e['best']['value']} (the best value) lowers mean "
             f"perplexity from {e['first']['mean']:.3f} to {e['best']['mean']:.3f}, by "
             f"{e['diff']:.3f}{ci}; {where}.")
@@ -185,7 +208,7 @@ def _compare(name_a, a, name_b, b) -> str:
         return (f"Not answered: no trials sweep {' or '.join(missing)} "
                 f"(run `charlstm sweep --preset udacity`, or sweep {' and '.join(missing)}).")
     lines = ["- " + _describe_effect(name_a, a), "- " + _describe_effect(name_b, b)]
-    bigger, smaller = (name_a, name_b) if a["diff"] > b["diff"] else (name_b, name_a)
+    bigger = name_a if a["diff"] > b["diff"] else name_b
     if a["low"] is None or b["low"] is None:
         verdict = (f"The point estimates favour {bigger}, but with one seed per point there is "
                    "no interval, so seed noise is not ruled out (rerun with --repeats 3 or more).")
@@ -203,7 +226,7 @@ def _within_grid(rows, grids, a, b) -> list:
     lines = []
     for name, grid in grids.items():
         if set(grid["swept"]) == {a, b}:
-            lines += [f"Within the grid `{name}`, each averaged over the other:", "",
+            lines += [f"Within the grid `{name}`:", "",
                       _compare(a, _effect(rows, grids, a, name), b,
                                _effect(rows, grids, b, name)), ""]
     return lines
@@ -226,9 +249,12 @@ def _monotonic(param, e) -> str:
     if not ups:
         return (f"- {param}: mean perplexity falls at every step over "
                 f"{points[0]['value']}..{points[-1]['value']} ({len(points)} values).")
-    significant = sum(1 for u in ups if "(significant" in u)
+    if all(p["low"] is None for p in points):
+        judged = "no intervals with one seed"
+    else:
+        judged = f"{sum(1 for u in ups if '(significant' in u)} significant"
     return (f"- {param}: mean perplexity rises {len(ups)} time(s) over {len(points)} values"
-            f" ({significant} significant): " + "; ".join(ups) + ".")
+            f" ({judged}): " + "; ".join(ups) + ".")
 
 
 def _level_off(param, e) -> str:
