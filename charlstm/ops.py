@@ -130,6 +130,9 @@ def _bias_grads(ctx, db_ih, db_hh):
 
 def _remember_biases(ctx, b_ih, b_hh):
     ctx.has_bias = (b_ih is not None, b_hh is not None)
+    # Outputs that got no gradient (the saved intermediates, often hT and cT) arrive as None
+    # instead of zero tensors, which the backward ops treat as zero without reading them.
+    ctx.set_materialize_grads(False)
 
 
 def _lstm_setup(ctx, inputs, output):

@@ -1,1 +1,2 @@
-"""Corpora for the character models: text8 and plain text, normalised to text8 form, and batching."""
+"""Data: corpora for the character models (text8 and plain text, normalised to text8 form, and
+batching) and the generated strings of the calculator tasks."""
