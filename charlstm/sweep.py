@@ -542,8 +542,10 @@ def work(plan: Plan, on_result=None) -> dict:
                     if not status.running:
                         finished.add(grid.name)
                     continue
-                if held is not None and held[0] != grid.name:
-                    storage.set_trial_state_values(held[1], TrialState.FAIL)
+                if held is not None and (held[0] != grid.name or
+                                         storage.get_trial(held[1]).state != TrialState.RUNNING):
+                    # Another study's, or failed as stale by another worker: start a new one.
+                    _fail_quietly(storage, held[1], {})
                     held = None
                 if held is None:
                     trial_id = storage.create_new_trial(study_id)
@@ -692,6 +694,7 @@ def run(grids: list, out="runs/sweep", storage: str | None = None, workers: int 
                 trainer, config_class)
     all_units = [u for g in grids for u in units(g)]
     started = time.perf_counter()
+    exit_codes = [0]
     monitor = _Monitor(store, url, studies, grids, plan.run_id, len(all_units), progress)
     try:
         if workers == 1:
@@ -714,6 +717,7 @@ def run(grids: list, out="runs/sweep", storage: str | None = None, workers: int 
                     for p in [p for p in running if not p.is_alive()]:
                         p.join()
                         running.remove(p)
+                exit_codes = [p.exitcode for p in procs]
             except BaseException:
                 for p in procs:
                     p.terminate()
@@ -732,6 +736,7 @@ def run(grids: list, out="runs/sweep", storage: str | None = None, workers: int 
     summary = {"out": str(out), "storage": _masked(url), "studies": names,
                "units": len(all_units), "complete": done, "failed": failed,
                "seconds": time.perf_counter() - started, "workers": workers,
+               "workers_lost": sum(1 for code in exit_codes if code != 0),
                "threads_per_worker": threads}
     if report and done:
         from charlstm.report import write_report

@@ -82,6 +82,9 @@ def run(
         return
     print(f"{summary['complete']}/{summary['units']} trainings done in {summary['seconds']:.1f} s"
           + (f"; report: {summary['report']}" if summary.get("report") else ""))
+    if summary["workers_lost"]:
+        print(f"{summary['workers_lost']} worker(s) ended with an error (see stderr); run the "
+              "same command again to finish the grid")
     for failure in summary["failed"]:
         print(f"failed: {failure['study']} {failure['unit']}: {failure['error']}")
 

@@ -447,8 +447,8 @@ def test_a_worker_killed_mid_trial_is_replaced_by_the_other_worker(tmp_path, cal
                         trainer=fake_train, config_class=FakeConfig, heartbeat_seconds=5,
                         poll_seconds=0.2, progress=False)
     killer.join()
-    assert killed and summary["complete"] == 6 and summary["failed"] == []
     counts = calls_by_point(calls)
-    assert counts.pop((4, 1, 0)) == 2
+    assert killed and summary["complete"] == 6 and summary["failed"] == [], (summary, counts)
+    assert counts.pop((4, 1, 0)) == 2, counts
     assert counts == {k: 1 for k in counts} and len(counts) == 5
     assert len(complete_trials(sweep.sqlite_url(tmp_path / "out"), "sweep")) == 6
