@@ -3,10 +3,14 @@
 import typer
 
 from charlstm_cli.info import info
+from charlstm_cli.sample import sample
+from charlstm_cli.speech import speech
 
 app = typer.Typer(help="Character-level recurrent language models: fused kernels and classic experiments.",
                   no_args_is_help=True, add_completion=False)
 app.command()(info)
+app.command()(speech)
+app.command()(sample)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,1 @@
+"""Corpora: downloads, speeches and other plain-text collections."""
