@@ -71,10 +71,11 @@ def check_prime(model, vocab: Vocab, prime: str) -> list[int]:
     if missing:
         raise ValueError(f"the prime has characters outside the model's vocabulary: {_show(missing)}; "
                          f"the model knows {''.join(vocab.chars)!r}")
-    need = model.context or 1
-    if len(prime) < need:
+    if model.context is None and not prime:
+        raise ValueError("the prime is empty: give at least one character to start from")
+    if model.context is not None and len(prime) < model.context:
         raise ValueError(f"the prime {prime!r} has {len(prime)} chars but this model reads a window "
-                         f"of {need}: give a prime of at least {need} chars")
+                         f"of {model.context}: give a prime of at least {model.context} chars")
     return vocab.encode(prime)
 
 

@@ -260,9 +260,6 @@ def train_speech(config: SpeechConfig, out=None, progress: bool = True, log=prin
                   "train_bits_per_char": bits(train_loss), "valid_loss": valid_loss,
                   "valid_bits_per_char": bits(valid_loss), "train_seconds": train_seconds}
         metrics.append(record)
-        log(f"epoch {epoch + 1}/{total_epochs}  lr {lr:g}  train {train_loss:.4f} nats/char "
-            f"({bits(train_loss):.4f} bpc)  valid {valid_loss:.4f} nats/char "
-            f"({bits(valid_loss):.4f} bpc)  {train_seconds:.1f}s")
         save_checkpoint(ckpt_path, {
             "format": CHECKPOINT_FORMAT,
             "model": {"name": config.model, "config": info["model_config"]},
@@ -272,6 +269,9 @@ def train_speech(config: SpeechConfig, out=None, progress: bool = True, log=prin
             "run": {"key": config.run_key(), "epochs_done": epoch + 1, "metrics": metrics},
         })
         atomic_write_bytes(out / "metrics.json", json.dumps({"epochs": metrics}, indent=2).encode())
+        log(f"epoch {epoch + 1}/{total_epochs}  lr {lr:g}  train {train_loss:.4f} nats/char "
+            f"({bits(train_loss):.4f} bpc)  valid {valid_loss:.4f} nats/char "
+            f"({bits(valid_loss):.4f} bpc)  {train_seconds:.1f}s")
 
     final = metrics[-1]
     return {"model": config.model, "parameters": info["parameters"], "corpus": corpus.source,
