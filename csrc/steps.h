@@ -12,6 +12,12 @@
 
 namespace charlstm {
 
+// 16-bit storage types as plain bits, so that this header names no CUDA or torch type; the CUDA
+// side reinterprets them as __half / __nv_bfloat16 (same layout as c10::Half / c10::BFloat16)
+// and computes in float.
+struct Half { uint16_t bits; };
+struct BFloat16 { uint16_t bits; };
+
 template <typename S>
 struct LstmForwardStep {
     S* gates;             // [B, 4H] in: pre-activations (minus the gathered input); out: i f g o
@@ -87,8 +93,8 @@ template <typename S> void rnn_backward_step(const RnnBackwardStep<S>& a);
 }  // namespace cpu
 
 namespace cuda {
-// `stream` is the cudaStream_t to launch on. Instantiated for float, double and the 16-bit
-// storage types, which compute in float.
+// `stream` is the cudaStream_t to launch on. Instantiated for float, double, Half and BFloat16
+// (the 16-bit types compute in float). Each checks its launch and throws std::runtime_error.
 template <typename S> void lstm_forward_step(const LstmForwardStep<S>& a, void* stream);
 template <typename S> void lstm_backward_step(const LstmBackwardStep<S>& a, void* stream);
 template <typename S> void gru_forward_step(const GruForwardStep<S>& a, void* stream);

@@ -1,0 +1,221 @@
+"""LSTM, GRU and RNN modules (and their cells): drop-in for torch.nn, with a choice of backend.
+
+Each class subclasses its torch.nn twin, so parameter names (weight_ih_l0, ...), initialisation,
+state_dict and repr are torch.nn's, and `load_state_dict(torch.nn.LSTM(...).state_dict())` works
+both ways. `backend` chooses what runs the recurrence:
+    "fused"      charlstm's C++/CUDA ops (charlstm.ops)
+    "reference"  the plain-PyTorch specification (charlstm.reference)
+    "torch"      torch.nn's own implementation
+Besides float input, the sequence modules and the cells take int64 token ids ([T, B], [B, T] with
+batch_first, or [B] for cells): the one-hot input of size input_size, which the fused ops compute
+as a gather. Only the first layer sees the input, so ids work with any num_layers.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BACKENDS = ("fused", "reference", "torch")
+
+
+def _functions(backend):
+    if backend == "fused":
+        from charlstm import ops
+        return ops
+    if backend == "reference":
+        from charlstm import reference
+        return reference
+    raise AssertionError(backend)
+
+
+def _check_backend(backend):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    return backend
+
+
+def _check_input(module, input):
+    if isinstance(input, nn.utils.rnn.PackedSequence):
+        raise TypeError(f"{type(module).__name__}(backend={module.backend!r}) takes padded tensors, not "
+                        "PackedSequence: pad the batch, or use backend='torch'")
+    if input.dtype == torch.long:
+        return True
+    if not input.is_floating_point():
+        raise TypeError(f"input must be a float tensor or int64 token ids, got dtype {input.dtype}")
+    return False
+
+
+class _Recurrent:
+    """The multi-layer loop shared by LSTM, GRU and RNN for the fused and reference backends."""
+
+    _state_count = 1
+
+    def _layer(self, fns, x, state, weights):
+        raise NotImplementedError
+
+    def _layer_weights(self, layer):
+        names = [f"weight_ih_l{layer}", f"weight_hh_l{layer}"]
+        if self.bias:
+            names += [f"bias_ih_l{layer}", f"bias_hh_l{layer}"]
+        weights = [getattr(self, n) for n in names]
+        return weights if self.bias else weights + [None, None]
+
+    def _forward_layers(self, input, hx):
+        ids = _check_input(self, input)
+        if self.backend == "torch":
+            if ids:
+                input = F.one_hot(input, self.input_size).to(self.weight_ih_l0.dtype)
+            return super().forward(input, hx)
+        seq_dim = 2 if ids else 3
+        batched = input.dim() == seq_dim
+        if not batched:
+            input = input.unsqueeze(1)
+        elif self.batch_first:
+            input = input.transpose(0, 1)
+        B = input.shape[1]
+        states = self._initial_states(hx, B, input, batched)
+        fns = _functions(self.backend)
+        x, finals = input, []
+        for layer in range(self.num_layers):
+            if layer > 0 and self.dropout > 0 and self.training:
+                x = F.dropout(x, self.dropout, training=True)
+            x, final = self._layer(fns, x, [s[layer] for s in states], self._layer_weights(layer))
+            finals.append(final if isinstance(final, tuple) else (final,))
+        out_states = tuple(torch.stack([f[k] for f in finals]) for k in range(self._state_count))
+        if not batched:
+            x = x.squeeze(1)
+            out_states = tuple(s.squeeze(1) for s in out_states)
+        elif self.batch_first:
+            x = x.transpose(0, 1)
+        return x, (out_states if self._state_count > 1 else out_states[0])
+
+    def _initial_states(self, hx, B, input, batched):
+        shape = (self.num_layers, B, self.hidden_size)
+        dtype = self.weight_hh_l0.dtype
+        if hx is None:
+            return [input.new_zeros(shape, dtype=dtype) for _ in range(self._state_count)]
+        hx = hx if isinstance(hx, tuple) else (hx,)
+        if len(hx) != self._state_count:
+            raise ValueError(f"{type(self).__name__} expects {self._state_count} initial state tensors, "
+                             f"got {len(hx)}")
+        states = []
+        for s in hx:
+            s = s if batched else s.unsqueeze(1)
+            if tuple(s.shape) != shape:
+                raise ValueError(f"initial state must have shape {list(shape)} (num_layers, batch, hidden_size), "
+                                 f"got {list(s.shape)}")
+            states.append(s)
+        return states
+
+
+class LSTM(_Recurrent, nn.LSTM):
+    _state_count = 2
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 backend="fused", device=None, dtype=None):
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                         dropout=dropout, device=device, dtype=dtype)
+        self.backend = _check_backend(backend)
+
+    def _layer(self, fns, x, state, weights):
+        h0, c0 = state
+        return fns.lstm(x, h0.contiguous(), c0.contiguous(), *weights)
+
+    def forward(self, input, hx=None):
+        return self._forward_layers(input, hx)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, backend={self.backend!r}"
+
+
+class GRU(_Recurrent, nn.GRU):
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 backend="fused", device=None, dtype=None):
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                         dropout=dropout, device=device, dtype=dtype)
+        self.backend = _check_backend(backend)
+
+    def _layer(self, fns, x, state, weights):
+        return fns.gru(x, state[0].contiguous(), *weights)
+
+    def forward(self, input, hx=None):
+        return self._forward_layers(input, hx)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, backend={self.backend!r}"
+
+
+class RNN(_Recurrent, nn.RNN):
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, backend="fused", device=None, dtype=None):
+        super().__init__(input_size, hidden_size, num_layers, nonlinearity=nonlinearity, bias=bias,
+                         batch_first=batch_first, dropout=dropout, device=device, dtype=dtype)
+        self.backend = _check_backend(backend)
+
+    def _layer(self, fns, x, state, weights):
+        return fns.rnn(x, state[0].contiguous(), *weights, nonlinearity=self.nonlinearity)
+
+    def forward(self, input, hx=None):
+        return self._forward_layers(input, hx)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, backend={self.backend!r}"
+
+
+class _Cell:
+    """Batching, default state and backend choice shared by the three cells."""
+
+    def _prepare(self, input, hx, count):
+        ids = _check_input(self, input)
+        batched = input.dim() == (1 if ids else 2)
+        if not batched:
+            input = input.unsqueeze(0)
+            hx = None if hx is None else tuple(h.unsqueeze(0) for h in hx)
+        if hx is None:
+            zeros = input.new_zeros(input.shape[0], self.hidden_size, dtype=self.weight_hh.dtype)
+            hx = (zeros,) * count
+        return input, hx, batched, ids
+
+    def _weights(self):
+        return (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+
+    def _run(self, name, input, hx, count, **kwargs):
+        input, hx, batched, ids = self._prepare(input, hx, count)
+        if self.backend == "torch":
+            if ids:
+                input = F.one_hot(input, self.input_size).to(self.weight_ih.dtype)
+            out = super().forward(input, hx if count > 1 else hx[0])
+        else:
+            out = getattr(_functions(self.backend), name)(input, *hx, *self._weights(), **kwargs)
+        if batched:
+            return out
+        return tuple(o.squeeze(0) for o in out) if isinstance(out, tuple) else out.squeeze(0)
+
+
+class LSTMCell(_Cell, nn.LSTMCell):
+    def __init__(self, input_size, hidden_size, bias=True, backend="fused", device=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias=bias, device=device, dtype=dtype)
+        self.backend = _check_backend(backend)
+
+    def forward(self, input, hx=None):
+        return self._run("lstm_cell", input, None if hx is None else tuple(hx), 2)
+
+
+class GRUCell(_Cell, nn.GRUCell):
+    def __init__(self, input_size, hidden_size, bias=True, backend="fused", device=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias=bias, device=device, dtype=dtype)
+        self.backend = _check_backend(backend)
+
+    def forward(self, input, hx=None):
+        return self._run("gru_cell", input, None if hx is None else (hx,), 1)
+
+
+class RNNCell(_Cell, nn.RNNCell):
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", backend="fused", device=None,
+                 dtype=None):
+        super().__init__(input_size, hidden_size, bias=bias, nonlinearity=nonlinearity, device=device,
+                         dtype=dtype)
+        self.backend = _check_backend(backend)
+
+    def forward(self, input, hx=None):
+        return self._run("rnn_cell", input, None if hx is None else (hx,), 1, nonlinearity=self.nonlinearity)

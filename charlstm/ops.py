@@ -1,0 +1,225 @@
+"""The fused ops: Python entry points, fake kernels for torch.compile, autograd formulas.
+
+Every function here has the signature and semantics of its twin in `charlstm.reference`, which is
+the specification, and of single-layer, seq-first torch.nn modules. Weights use torch.nn's layout
+and gate order (LSTM i f g o, GRU r z n). Sequence inputs `x` are float [T, B, I] or int64 token
+ids [T, B], which stand for one-hot inputs with I = w_ih.size(1); cell inputs are [B, I] or [B].
+
+The fused ops give first derivatives only: differentiating their backward (create_graph=True)
+raises, and `charlstm.reference` serves for higher derivatives.
+"""
+
+import torch
+
+from charlstm import _C
+
+_ops = torch.ops.charlstm
+
+
+def extension_path() -> str:
+    return _C.__file__
+
+
+def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None):
+    """LSTM over a sequence -> (y [T, B, H], (hT, cT)), as torch.nn.LSTM with one layer."""
+    y, hT, cT, _, _ = _ops.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    return y, (hT, cT)
+
+
+def gru(x, h0, w_ih, w_hh, b_ih=None, b_hh=None):
+    """GRU over a sequence -> (y [T, B, H], hT), as torch.nn.GRU with one layer."""
+    y, hT, _ = _ops.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh)
+    return y, hT
+
+
+def rnn(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+    """Elman RNN over a sequence -> (y [T, B, H], hT), as torch.nn.RNN with one layer."""
+    return _ops.rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+
+
+def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One LSTM step -> (h1, c1), as torch.nn.LSTMCell."""
+    h1, c1, _ = _ops.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    return h1, c1
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One GRU step -> h1, as torch.nn.GRUCell."""
+    h1, _ = _ops.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
+    return h1
+
+
+def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+    """One Elman RNN step -> h1, as torch.nn.RNNCell."""
+    return _ops.rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+
+
+# ---- fake kernels: output shapes and dtypes only, for torch.compile and opcheck ----
+
+@torch.library.register_fake("charlstm::lstm_forward")
+def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
+    return (w_hh.new_empty(T, B, H), w_hh.new_empty(B, H), w_hh.new_empty(B, H),
+            w_hh.new_empty(T, B, 4 * H), w_hh.new_empty(T, B, H))
+
+
+@torch.library.register_fake("charlstm::lstm_cell")
+def _(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    B, H = x.shape[0], w_hh.shape[1]
+    return w_hh.new_empty(B, H), w_hh.new_empty(B, H), w_hh.new_empty(B, 4 * H)
+
+
+@torch.library.register_fake("charlstm::gru_forward")
+def _(x, h0, w_ih, w_hh, b_ih, b_hh):
+    T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
+    return w_hh.new_empty(T, B, H), w_hh.new_empty(B, H), w_hh.new_empty(T, B, 4 * H)
+
+
+@torch.library.register_fake("charlstm::gru_cell")
+def _(x, h, w_ih, w_hh, b_ih, b_hh):
+    B, H = x.shape[0], w_hh.shape[1]
+    return w_hh.new_empty(B, H), w_hh.new_empty(B, 4 * H)
+
+
+@torch.library.register_fake("charlstm::rnn_forward")
+def _(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity):
+    T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
+    return w_hh.new_empty(T, B, H), w_hh.new_empty(B, H)
+
+
+@torch.library.register_fake("charlstm::rnn_cell")
+def _(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
+    return w_hh.new_empty(x.shape[0], w_hh.shape[1])
+
+
+def _input_grads_fake(x, w_ih):
+    dx = w_ih.new_empty(x.shape) if x.is_floating_point() else w_ih.new_empty(0)
+    return dx, w_ih.new_empty(w_ih.shape)
+
+
+@torch.library.register_fake("charlstm::lstm_backward")
+def _(grad_y, grad_hT, grad_cT, x, h0, c0, w_ih, w_hh, y, gates, cs):
+    dx, dw_ih = _input_grads_fake(x, w_ih)
+    return dx, h0.new_empty(h0.shape), c0.new_empty(c0.shape), dw_ih, w_hh.new_empty(w_hh.shape), \
+        w_hh.new_empty(w_hh.shape[0])
+
+
+@torch.library.register_fake("charlstm::gru_backward")
+def _(grad_y, grad_hT, x, h0, w_ih, w_hh, y, save):
+    dx, dw_ih = _input_grads_fake(x, w_ih)
+    G = w_hh.shape[0]
+    return dx, h0.new_empty(h0.shape), dw_ih, w_hh.new_empty(w_hh.shape), w_hh.new_empty(G), w_hh.new_empty(G)
+
+
+@torch.library.register_fake("charlstm::rnn_backward")
+def _(grad_y, grad_hT, x, h0, w_ih, w_hh, y, nonlinearity):
+    dx, dw_ih = _input_grads_fake(x, w_ih)
+    return dx, h0.new_empty(h0.shape), dw_ih, w_hh.new_empty(w_hh.shape), w_hh.new_empty(w_hh.shape[0])
+
+
+# ---- autograd: the forward ops return their saved intermediates, the backward ops consume them ----
+
+def _input_grad(x, dx):
+    return dx if x.is_floating_point() else None
+
+
+def _bias_grads(ctx, db_ih, db_hh):
+    has_ih, has_hh = ctx.has_bias
+    return (db_ih if has_ih else None), (db_hh if has_hh else None)
+
+
+def _remember_biases(ctx, b_ih, b_hh):
+    ctx.has_bias = (b_ih is not None, b_hh is not None)
+
+
+def _lstm_setup(ctx, inputs, output):
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = inputs
+    y, _, _, gates, cs = output
+    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, y, gates, cs)
+    _remember_biases(ctx, b_ih, b_hh)
+
+
+def _lstm_backward(ctx, grad_y, grad_hT, grad_cT, _grad_gates, _grad_cs):
+    x, h0, c0, w_ih, w_hh, y, gates, cs = ctx.saved_tensors
+    dx, dh0, dc0, dw_ih, dw_hh, db = _ops.lstm_backward(grad_y, grad_hT, grad_cT, x, h0, c0, w_ih, w_hh,
+                                                        y, gates, cs)
+    return (_input_grad(x, dx), dh0, dc0, dw_ih, dw_hh, *_bias_grads(ctx, db, db.clone()))
+
+
+def _lstm_cell_setup(ctx, inputs, output):
+    x, h, c, w_ih, w_hh, b_ih, b_hh = inputs
+    h1, c1, gates = output
+    ctx.save_for_backward(x, h, c, w_ih, w_hh, h1, c1, gates)
+    _remember_biases(ctx, b_ih, b_hh)
+
+
+def _lstm_cell_backward(ctx, grad_h1, grad_c1, _grad_gates):
+    x, h, c, w_ih, w_hh, h1, c1, gates = ctx.saved_tensors
+    dx, dh, dc, dw_ih, dw_hh, db = _ops.lstm_backward(None, grad_h1, grad_c1, x[None], h, c, w_ih, w_hh,
+                                                      h1[None], gates[None], c1[None])
+    return (_input_grad(x, dx[0] if dx.numel() else dx), dh, dc, dw_ih, dw_hh,
+            *_bias_grads(ctx, db, db.clone()))
+
+
+def _gru_setup(ctx, inputs, output):
+    x, h0, w_ih, w_hh, b_ih, b_hh = inputs
+    y, _, save = output
+    ctx.save_for_backward(x, h0, w_ih, w_hh, y, save)
+    _remember_biases(ctx, b_ih, b_hh)
+
+
+def _gru_backward(ctx, grad_y, grad_hT, _grad_save):
+    x, h0, w_ih, w_hh, y, save = ctx.saved_tensors
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _ops.gru_backward(grad_y, grad_hT, x, h0, w_ih, w_hh, y, save)
+    return (_input_grad(x, dx), dh0, dw_ih, dw_hh, *_bias_grads(ctx, db_ih, db_hh))
+
+
+def _gru_cell_setup(ctx, inputs, output):
+    x, h, w_ih, w_hh, b_ih, b_hh = inputs
+    h1, save = output
+    ctx.save_for_backward(x, h, w_ih, w_hh, h1, save)
+    _remember_biases(ctx, b_ih, b_hh)
+
+
+def _gru_cell_backward(ctx, grad_h1, _grad_save):
+    x, h, w_ih, w_hh, h1, save = ctx.saved_tensors
+    dx, dh, dw_ih, dw_hh, db_ih, db_hh = _ops.gru_backward(None, grad_h1, x[None], h, w_ih, w_hh, h1[None],
+                                                           save[None])
+    return (_input_grad(x, dx[0] if dx.numel() else dx), dh, dw_ih, dw_hh, *_bias_grads(ctx, db_ih, db_hh))
+
+
+def _rnn_setup(ctx, inputs, output):
+    x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity = inputs
+    y, _ = output
+    ctx.save_for_backward(x, h0, w_ih, w_hh, y)
+    ctx.nonlinearity = nonlinearity
+    _remember_biases(ctx, b_ih, b_hh)
+
+
+def _rnn_backward(ctx, grad_y, grad_hT):
+    x, h0, w_ih, w_hh, y = ctx.saved_tensors
+    dx, dh0, dw_ih, dw_hh, db = _ops.rnn_backward(grad_y, grad_hT, x, h0, w_ih, w_hh, y, ctx.nonlinearity)
+    return (_input_grad(x, dx), dh0, dw_ih, dw_hh, *_bias_grads(ctx, db, db.clone()), None)
+
+
+def _rnn_cell_setup(ctx, inputs, output):
+    x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity = inputs
+    ctx.save_for_backward(x, h, w_ih, w_hh, output)
+    ctx.nonlinearity = nonlinearity
+    _remember_biases(ctx, b_ih, b_hh)
+
+
+def _rnn_cell_backward(ctx, grad_h1):
+    x, h, w_ih, w_hh, h1 = ctx.saved_tensors
+    dx, dh, dw_ih, dw_hh, db = _ops.rnn_backward(None, grad_h1, x[None], h, w_ih, w_hh, h1[None],
+                                                 ctx.nonlinearity)
+    return (_input_grad(x, dx[0] if dx.numel() else dx), dh, dw_ih, dw_hh, *_bias_grads(ctx, db, db.clone()),
+            None)
+
+
+torch.library.register_autograd("charlstm::lstm_forward", _lstm_backward, setup_context=_lstm_setup)
+torch.library.register_autograd("charlstm::lstm_cell", _lstm_cell_backward, setup_context=_lstm_cell_setup)
+torch.library.register_autograd("charlstm::gru_forward", _gru_backward, setup_context=_gru_setup)
+torch.library.register_autograd("charlstm::gru_cell", _gru_cell_backward, setup_context=_gru_cell_setup)
+torch.library.register_autograd("charlstm::rnn_forward", _rnn_backward, setup_context=_rnn_setup)
+torch.library.register_autograd("charlstm::rnn_cell", _rnn_cell_backward, setup_context=_rnn_cell_setup)

@@ -1,0 +1,268 @@
+// The charlstm operator library: schemas, input checks, and one implementation per dispatch key.
+// Autograd and fake (meta) kernels are registered from Python, in charlstm/ops.py.
+//
+// Weight layouts and gate order are torch.nn's: w_ih [G*H, I], w_hh [G*H, H], biases [G*H], with
+// G = 4 (i f g o) for the LSTM, 3 (r z n) for the GRU and 1 for the RNN.
+#include <Python.h>
+#include <torch/library.h>
+
+#include <sstream>
+
+#include "sequence.h"
+
+#ifndef CHARLSTM_CUDA_ARCHS
+#define CHARLSTM_CUDA_ARCHS ""
+#endif
+
+namespace charlstm {
+namespace {
+
+// ---- input checks: each names the argument, what was expected and what was given ----
+
+bool is_cpu_float(at::ScalarType t) { return t == at::kFloat || t == at::kDouble; }
+
+bool is_any_float(at::ScalarType t) {
+    return is_cpu_float(t) || t == at::kHalf || t == at::kBFloat16;
+}
+
+void check_like(const Tensor& t, const char* name, const Tensor& w_hh) {
+    TORCH_CHECK(t.device() == w_hh.device(), name, " is on ", t.device(), " but w_hh is on ",
+                w_hh.device(), ": move all inputs to one device");
+    TORCH_CHECK(t.scalar_type() == w_hh.scalar_type(), name, " has dtype ", t.scalar_type(),
+                " but w_hh has ", w_hh.scalar_type(), ": convert all float inputs to one dtype");
+}
+
+// Checks the weights of a cell with `G` gates and returns the hidden size.
+int64_t check_weights(int64_t G, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+                      const OptTensor& b_hh) {
+    const auto dtype = w_hh.scalar_type();
+    TORCH_CHECK(w_hh.is_cuda() ? is_any_float(dtype) : is_cpu_float(dtype),
+                "w_hh has dtype ", dtype, "; charlstm's ", w_hh.is_cuda() ? "CUDA" : "CPU",
+                " kernels take ", w_hh.is_cuda() ? "float32, float64, float16 or bfloat16" : "float32 or float64",
+                ": convert the module or tensors with .float() or .double()");
+    TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(1) > 0 && w_hh.size(0) == G * w_hh.size(1),
+                "w_hh must have shape [", G, "*hidden_size, hidden_size] with hidden_size >= 1, got ",
+                w_hh.sizes());
+    const int64_t H = w_hh.size(1);
+    check_like(w_ih, "w_ih", w_hh);
+    TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) == G * H && w_ih.size(1) > 0,
+                "w_ih must have shape [", G * H, ", input_size] (", G, "*hidden_size rows, to match w_hh ",
+                w_hh.sizes(), "), got ", w_ih.sizes());
+    for (const auto& [b, name] : {std::pair{&b_ih, "b_ih"}, std::pair{&b_hh, "b_hh"}}) {
+        if (!b->has_value() || !(*b)->defined()) continue;
+        check_like(**b, name, w_hh);
+        TORCH_CHECK((*b)->dim() == 1 && (*b)->size(0) == G * H, name, " must have shape [", G * H,
+                    "], got ", (*b)->sizes());
+    }
+    return H;
+}
+
+// Checks x, float [T, B, I] / ids [T, B] for sequences and [B, I] / [B] for cells; returns T, B.
+std::pair<int64_t, int64_t> check_input(const Tensor& x, const Tensor& w_ih, bool sequence) {
+    const int64_t dims = sequence ? 3 : 2;
+    const char* shape = sequence ? "[T, B, input_size]" : "[B, input_size]";
+    const char* id_shape = sequence ? "[T, B]" : "[B]";
+    TORCH_CHECK(x.device() == w_ih.device(), "x is on ", x.device(), " but w_ih is on ", w_ih.device(),
+                ": move all inputs to one device");
+    if (x.scalar_type() == at::kLong) {
+        TORCH_CHECK(x.dim() == dims - 1, "token ids x must have shape ", id_shape, ", got ", x.sizes());
+        if (x.numel() > 0) {
+            const auto [lo, hi] = at::aminmax(x);
+            const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
+            TORCH_CHECK(min >= 0 && max < w_ih.size(1), "token ids x must lie in [0, ", w_ih.size(1),
+                        ") (input_size = w_ih.size(1)), got values from ", min, " to ", max);
+        }
+    } else {
+        TORCH_CHECK(at::isFloatingType(x.scalar_type()), "x has dtype ", x.scalar_type(),
+                    ": pass float inputs of shape ", shape, " or int64 token ids of shape ", id_shape,
+                    " (convert ids with .long())");
+        check_like(x, "x", w_ih);
+        TORCH_CHECK(x.dim() == dims && x.size(dims - 1) == w_ih.size(1), "x must have shape ", shape,
+                    " with input_size = ", w_ih.size(1), " (w_ih.size(1)), got ", x.sizes());
+    }
+    if (sequence) {
+        TORCH_CHECK(x.size(0) > 0, "x holds no time step (T = 0): pass at least one");
+        TORCH_CHECK(x.size(1) > 0, "x holds an empty batch (B = 0): pass at least one sequence");
+        return {x.size(0), x.size(1)};
+    }
+    TORCH_CHECK(x.size(0) > 0, "x holds an empty batch (B = 0): pass at least one row");
+    return {1, x.size(0)};
+}
+
+void check_state(const Tensor& s, const char* name, int64_t B, int64_t H, const Tensor& w_hh) {
+    check_like(s, name, w_hh);
+    TORCH_CHECK(s.dim() == 2 && s.size(0) == B && s.size(1) == H, name, " must have shape [", B, ", ", H,
+                "] (batch, hidden_size), got ", s.sizes());
+}
+
+OptTensor contiguous(const OptTensor& t) {
+    return t.has_value() && t->defined() ? OptTensor(t->contiguous()) : std::nullopt;
+}
+
+bool relu_from(const std::string& nonlinearity) {
+    TORCH_CHECK(nonlinearity == "tanh" || nonlinearity == "relu",
+                "nonlinearity must be 'tanh' or 'relu', got '", nonlinearity, "'");
+    return nonlinearity == "relu";
+}
+
+// ---- checked entry points, registered for CPU and CUDA ----
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward_op(
+    const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& b_ih, const OptTensor& b_hh) {
+    const int64_t H = check_weights(4, w_ih, w_hh, b_ih, b_hh);
+    const auto [T, B] = check_input(x, w_ih, true);
+    check_state(h0, "h0", B, H, w_hh);
+    check_state(c0, "c0", B, H, w_hh);
+    return lstm_forward(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh, contiguous(b_ih),
+                        contiguous(b_hh));
+}
+
+std::tuple<Tensor, Tensor, Tensor> lstm_cell_op(
+    const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& b_ih, const OptTensor& b_hh) {
+    const int64_t H = check_weights(4, w_ih, w_hh, b_ih, b_hh);
+    const auto [T, B] = check_input(x, w_ih, false);
+    check_state(h, "h", B, H, w_hh);
+    check_state(c, "c", B, H, w_hh);
+    auto [y, hT, cT, gates, cs] = lstm_forward(x.contiguous().unsqueeze(0), h.contiguous(), c.contiguous(),
+                                               w_ih, w_hh, contiguous(b_ih), contiguous(b_hh));
+    return {hT, cT, gates[0]};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward_op(
+    const OptTensor& grad_y, const OptTensor& grad_hT, const OptTensor& grad_cT, const Tensor& x,
+    const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
+    const Tensor& gates, const Tensor& cs) {
+    return lstm_backward(contiguous(grad_y), contiguous(grad_hT), contiguous(grad_cT), x.contiguous(),
+                         h0.contiguous(), c0.contiguous(), w_ih, w_hh, y.contiguous(), gates.contiguous(),
+                         cs.contiguous());
+}
+
+std::tuple<Tensor, Tensor, Tensor> gru_forward_op(
+    const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+    const OptTensor& b_hh) {
+    const int64_t H = check_weights(3, w_ih, w_hh, b_ih, b_hh);
+    const auto [T, B] = check_input(x, w_ih, true);
+    check_state(h0, "h0", B, H, w_hh);
+    return gru_forward(x.contiguous(), h0.contiguous(), w_ih, w_hh, contiguous(b_ih), contiguous(b_hh));
+}
+
+std::tuple<Tensor, Tensor> gru_cell_op(
+    const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+    const OptTensor& b_hh) {
+    const int64_t H = check_weights(3, w_ih, w_hh, b_ih, b_hh);
+    const auto [T, B] = check_input(x, w_ih, false);
+    check_state(h, "h", B, H, w_hh);
+    auto [y, hT, save] = gru_forward(x.contiguous().unsqueeze(0), h.contiguous(), w_ih, w_hh,
+                                     contiguous(b_ih), contiguous(b_hh));
+    return {hT, save[0]};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_op(
+    const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
+    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& save) {
+    return gru_backward(contiguous(grad_y), contiguous(grad_hT), x.contiguous(), h0.contiguous(), w_ih,
+                        w_hh, y.contiguous(), save.contiguous());
+}
+
+std::tuple<Tensor, Tensor> rnn_forward_op(
+    const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+    const OptTensor& b_hh, const std::string& nonlinearity) {
+    const bool relu = relu_from(nonlinearity);
+    const int64_t H = check_weights(1, w_ih, w_hh, b_ih, b_hh);
+    const auto [T, B] = check_input(x, w_ih, true);
+    check_state(h0, "h0", B, H, w_hh);
+    return rnn_forward(x.contiguous(), h0.contiguous(), w_ih, w_hh, contiguous(b_ih), contiguous(b_hh), relu);
+}
+
+Tensor rnn_cell_op(const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh,
+                   const OptTensor& b_ih, const OptTensor& b_hh, const std::string& nonlinearity) {
+    const bool relu = relu_from(nonlinearity);
+    const int64_t H = check_weights(1, w_ih, w_hh, b_ih, b_hh);
+    const auto [T, B] = check_input(x, w_ih, false);
+    check_state(h, "h", B, H, w_hh);
+    auto [y, hT] = rnn_forward(x.contiguous().unsqueeze(0), h.contiguous(), w_ih, w_hh, contiguous(b_ih),
+                               contiguous(b_hh), relu);
+    return hT;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward_op(
+    const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
+    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const std::string& nonlinearity) {
+    return rnn_backward(contiguous(grad_y), contiguous(grad_hT), x.contiguous(), h0.contiguous(), w_ih,
+                        w_hh, y.contiguous(), relu_from(nonlinearity));
+}
+
+std::string build_info() {
+    std::ostringstream s;
+#ifdef CHARLSTM_WITH_CUDA
+    s << "{\"cuda\": true, ";
+#else
+    s << "{\"cuda\": false, ";
+#endif
+    s << "\"cuda_archs\": \"" << CHARLSTM_CUDA_ARCHS << "\", ";
+#ifdef _OPENMP
+    s << "\"openmp\": true, ";
+#else
+    s << "\"openmp\": false, ";
+#endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    s << "\"cpu_simd\": \"" << (avx2 ? "avx2+fma" : "baseline x86-64") << "\"}";
+#else
+    s << "\"cpu_simd\": \"compiler default\"}";
+#endif
+    return s.str();
+}
+
+}  // namespace
+
+TORCH_LIBRARY(charlstm, m) {
+    m.def("lstm_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+          "Tensor? b_hh) -> (Tensor y, Tensor hT, Tensor cT, Tensor gates, Tensor cs)");
+    m.def("lstm_cell(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+          "-> (Tensor h1, Tensor c1, Tensor gates)");
+    m.def("lstm_backward(Tensor? grad_y, Tensor? grad_hT, Tensor? grad_cT, Tensor x, Tensor h0, Tensor c0, "
+          "Tensor w_ih, Tensor w_hh, Tensor y, Tensor gates, Tensor cs) -> (Tensor dx, Tensor dh0, "
+          "Tensor dc0, Tensor dw_ih, Tensor dw_hh, Tensor db)");
+    m.def("gru_forward(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+          "-> (Tensor y, Tensor hT, Tensor save)");
+    m.def("gru_cell(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+          "-> (Tensor h1, Tensor save)");
+    m.def("gru_backward(Tensor? grad_y, Tensor? grad_hT, Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, "
+          "Tensor y, Tensor save) -> (Tensor dx, Tensor dh0, Tensor dw_ih, Tensor dw_hh, Tensor db_ih, "
+          "Tensor db_hh)");
+    m.def("rnn_forward(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+          "str nonlinearity) -> (Tensor y, Tensor hT)");
+    m.def("rnn_cell(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+          "str nonlinearity) -> Tensor");
+    m.def("rnn_backward(Tensor? grad_y, Tensor? grad_hT, Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, "
+          "Tensor y, str nonlinearity) -> (Tensor dx, Tensor dh0, Tensor dw_ih, Tensor dw_hh, Tensor db)");
+    m.def("build_info() -> str", &build_info);
+}
+
+// The same checked entry points serve both keys: the drivers pick the CPU or CUDA pointwise step
+// from the tensors' device. A build without CUDA kernels still registers the CUDA key, so that
+// CUDA tensors get charlstm's own message rather than a missing-kernel error.
+#define CHARLSTM_REGISTER_IMPLS(m)                    \
+    m.impl("lstm_forward", &lstm_forward_op);         \
+    m.impl("lstm_cell", &lstm_cell_op);               \
+    m.impl("lstm_backward", &lstm_backward_op);       \
+    m.impl("gru_forward", &gru_forward_op);           \
+    m.impl("gru_cell", &gru_cell_op);                 \
+    m.impl("gru_backward", &gru_backward_op);         \
+    m.impl("rnn_forward", &rnn_forward_op);           \
+    m.impl("rnn_cell", &rnn_cell_op);                 \
+    m.impl("rnn_backward", &rnn_backward_op);
+
+TORCH_LIBRARY_IMPL(charlstm, CPU, m) { CHARLSTM_REGISTER_IMPLS(m) }
+TORCH_LIBRARY_IMPL(charlstm, CUDA, m) { CHARLSTM_REGISTER_IMPLS(m) }
+
+}  // namespace charlstm
+
+// An importable module with no Python functions: importing it runs the registrations above.
+extern "C" PyObject* PyInit__C(void) {
+    static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+    return PyModule_Create(&module);
+}
