@@ -9,20 +9,17 @@ Two kinds of model, told apart by `context`:
 import torch
 from torch import nn
 
-BACKENDS = ("fused", "reference", "torch")
-DEFAULT_BACKEND = "torch"
+from charlstm import nn as charlstm_nn
+from charlstm.nn import BACKENDS
+
+DEFAULT_BACKEND = "fused"
 
 
 def _recurrent(cell, input_size, hidden_size, num_layers=1, dropout=0.0, backend=DEFAULT_BACKEND):
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if backend == "torch":
-        module = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
-    else:
-        from charlstm import nn as charlstm_nn
-        module = {"rnn": charlstm_nn.RNN, "gru": charlstm_nn.GRU, "lstm": charlstm_nn.LSTM}[cell]
-        return module(input_size, hidden_size, num_layers=num_layers, dropout=dropout, backend=backend)
-    return module(input_size, hidden_size, num_layers=num_layers, dropout=dropout)
+    module = {"rnn": charlstm_nn.RNN, "gru": charlstm_nn.GRU, "lstm": charlstm_nn.LSTM}[cell]
+    return module(input_size, hidden_size, num_layers=num_layers, dropout=dropout, backend=backend)
 
 
 class FC3(nn.Module):

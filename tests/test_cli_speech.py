@@ -12,8 +12,7 @@ from charlstm_cli.main import app
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "good morning to the people of this great nation and thank you".split()
-TINY = ["--embedding", "8", "--hidden", "16", "--batch-size", "16", "--max-steps", "10",
-        "--backend", "torch"]
+TINY = ["--embedding", "8", "--hidden", "16", "--batch-size", "16", "--max-steps", "10"]
 
 
 @pytest.fixture

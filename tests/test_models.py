@@ -79,3 +79,25 @@ def test_unknown_model_and_backend_are_named():
         build_model("transformer", VOCAB)
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         build_model("lstm-seq", VOCAB, backend="cuda")
+
+
+@pytest.mark.parametrize("name", ["rnn", "rnn-seq", "gru-seq", "lstm-seq"])
+def test_backends_train_alike(name):
+    """Same weights, ten Adam steps: fused, reference and torch.nn give the same losses."""
+    torch.manual_seed(2)
+    start = build_model(name, VOCAB, **TINY, layers=2, backend="torch").state_dict()
+    x, y = batch_for(build_model(name, VOCAB, **TINY), periodic_ids())
+    losses = {}
+    for backend in ("fused", "reference", "torch"):
+        model = build_model(name, VOCAB, **TINY, layers=2, backend=backend)
+        model.load_state_dict(start)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        losses[backend] = []
+        for _ in range(10):
+            loss = loss_of(model, x, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses[backend].append(loss.item())
+    torch.testing.assert_close(losses["fused"], losses["torch"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(losses["reference"], losses["torch"], rtol=1e-4, atol=1e-5)

@@ -26,7 +26,7 @@ def corpus(tmp_path):
 
 def tiny(corpus, **overrides):
     values = dict(corpus=str(corpus), embedding=8, hidden=24, batch_size=16, bptt=10,
-                  max_steps_per_epoch=25, backend="torch")
+                  max_steps_per_epoch=25)
     values.update(overrides)
     return SpeechConfig(**values)
 
