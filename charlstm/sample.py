@@ -66,16 +66,22 @@ def load_model(path, backend: str | None = None):
     return model, vocab, {"name": name, "config": config}
 
 
+def _context(model):
+    # A model without `context` is a sequence model: forward(x [T, B], state) -> (logits, state).
+    return getattr(model, "context", None)
+
+
 def check_prime(model, vocab: Vocab, prime: str) -> list[int]:
     missing = vocab.missing(prime)
     if missing:
         raise ValueError(f"the prime has characters outside the model's vocabulary: {_show(missing)}; "
                          f"the model knows {''.join(vocab.chars)!r}")
-    if model.context is None and not prime:
+    context = _context(model)
+    if context is None and not prime:
         raise ValueError("the prime is empty: give at least one character to start from")
-    if model.context is not None and len(prime) < model.context:
+    if context is not None and len(prime) < context:
         raise ValueError(f"the prime {prime!r} has {len(prime)} chars but this model reads a window "
-                         f"of {model.context}: give a prime of at least {model.context} chars")
+                         f"of {context}: give a prime of at least {context} chars")
     return vocab.encode(prime)
 
 
@@ -103,14 +109,15 @@ def generate(model, vocab: Vocab, prime: str, length: int = 200, temperature: fl
     ids = check_prime(model, vocab, prime)
     generator = torch.Generator().manual_seed(seed)
     model.eval()
-    if model.context is None:
+    context = _context(model)
+    if context is None:
         logits, state = model(torch.tensor(ids).view(-1, 1))
         for _ in range(length):
             nxt = _pick(logits[-1, 0].float(), temperature, top_k, generator)
             yield vocab.chars[nxt]
             logits, state = model(torch.tensor([[nxt]]), state)
     else:
-        window = list(ids[-model.context:])
+        window = list(ids[-context:])
         for _ in range(length):
             logits = model(torch.tensor([window]))
             nxt = _pick(logits[0].float(), temperature, top_k, generator)
