@@ -216,7 +216,8 @@ def train_speech(config: SpeechConfig, out=None, progress: bool = True, log=prin
         metrics = list(saved["run"]["metrics"])
         start_epoch = saved["run"]["epochs_done"]
         train_seconds = metrics[-1]["train_seconds"] if metrics else 0.0
-        log(f"resuming {out} after epoch {start_epoch} of {total_epochs}")
+        log(f"{out} is already trained ({total_epochs} epochs)" if start_epoch == total_epochs
+            else f"resuming {out} after epoch {start_epoch} of {total_epochs}")
     info = {"model": config.model, "parameters": count_parameters(model),
             "model_config": model_config(config, model), "corpus": corpus.source,
             "documents": corpus.documents, "train_chars": len(train_ids),
