@@ -8,13 +8,13 @@ against the torch that runs it.
 import glob
 import os
 import shutil
+import subprocess
 import sys
 
 from setuptools import find_packages, setup
 
 try:
     import torch
-    from torch.utils import cpp_extension
 except ImportError:
     sys.exit("charlstm builds against the installed torch, and none is installed: "
              "run `pip install torch numpy setuptools ninja` first, then "
@@ -31,36 +31,72 @@ def cuda_toolkit():
     if torch.version.cuda is None or os.environ.get("CHARLSTM_FORCE_CPU") == "1":
         return None
     home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    nvcc = os.path.join(home, "bin", "nvcc") if home else shutil.which("nvcc")
-    if not nvcc or not os.path.exists(nvcc):
+    if home:
+        return home if os.path.exists(os.path.join(home, "bin", "nvcc")) else None
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
         return None
-    return home or os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    # nvcc on PATH may be a wrapper script (here /usr/local/bin/nvcc), so the folder above it is
+    # not the toolkit; nvcc names its own root in the TOP line of a dry run.
+    try:
+        dry = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+                             capture_output=True, text=True, timeout=60)
+        for line in (dry.stdout + dry.stderr).splitlines():
+            if line.startswith("#$ TOP="):
+                return os.path.realpath(line.split("=", 1)[1].strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
 
 
-def cuda_library_includes():
-    """Header folders of the CUDA libraries (cuBLAS, cuSPARSE...) that pip's nvidia wheels ship."""
+def cuda_library_includes(toolkit):
+    """Header folders of the CUDA libraries (cuBLAS, cuSPARSE...) that pip's nvidia wheels ship.
+
+    The toolkit may be minimal (nvcc and cudart only), while ATen's CUDA headers include
+    cublas_v2.h and cusparse.h. The cu<major> folder (CUDA 13 wheels) or the per-library folders
+    (CUDA 12 wheels) of this interpreter's site-packages hold them; nothing is added when the
+    toolkit has them itself, so its own headers are never shadowed.
+    """
+    if os.path.exists(os.path.join(toolkit, "include", "cublas_v2.h")):
+        return []
+    major = torch.version.cuda.split(".")[0]
     found = []
     for entry in sys.path:
-        found += glob.glob(os.path.join(entry, "nvidia", "cu*", "include"))
-        found += glob.glob(os.path.join(entry, "nvidia", "*", "include"))
+        root = os.path.join(entry, "nvidia")
+        found += glob.glob(os.path.join(root, f"cu{major}", "include"))
+        for library in ("cublas", "cusparse", "cusolver", "curand", "cufft"):
+            found += glob.glob(os.path.join(root, library, "include"))
     return sorted(set(p for p in found if os.path.isdir(p)))
 
 
+TOOLKIT = cuda_toolkit()
+if TOOLKIT is not None:
+    # Before cpp_extension is imported: it fixes its own guess of CUDA_HOME at import time.
+    os.environ["CUDA_HOME"] = TOOLKIT
+from torch.utils import cpp_extension  # noqa: E402
+
+
 def extension():
-    cxx = ["-O3", "-fopenmp"]
+    # -fno-trapping-math lets GCC turn the clamps and selects of the cell math into vector blends;
+    # without it the float pointwise loops stay scalar. Nothing here relies on FP exceptions.
+    cxx = ["-O3", "-fopenmp", "-fno-trapping-math"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     include_dirs = [os.path.join(HERE, "csrc")]
-    toolkit = cuda_toolkit()
+    toolkit = TOOLKIT
     if toolkit is None:
-        why = "the installed torch has no CUDA" if torch.version.cuda is None else "nvcc was not found"
+        if torch.version.cuda is None:
+            why = "the installed torch has no CUDA"
+        elif os.environ.get("CHARLSTM_FORCE_CPU") == "1":
+            why = "CHARLSTM_FORCE_CPU=1"
+        else:
+            why = "nvcc was not found"
         print(f"charlstm: building the CPU extension ({why}); torch {torch.__version__}", flush=True)
         return cpp_extension.CppExtension(
             "charlstm._C", sources, include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"], py_limited_api=True)
 
-    os.environ["CUDA_HOME"] = toolkit
     cpp_extension.CUDA_HOME = toolkit
-    include_dirs += cuda_library_includes()
+    include_dirs += cuda_library_includes(toolkit)
     archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     os.environ["TORCH_CUDA_ARCH_LIST"] = archs
     werror = ["-Werror"] if os.environ.get("CHARLSTM_WERROR") == "1" else []
@@ -68,10 +104,11 @@ def extension():
           f"torch {torch.__version__} (CUDA {torch.version.cuda})", flush=True)
     return cpp_extension.CUDAExtension(
         "charlstm._C", sources + sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp")),
-        include_dirs=include_dirs, define_macros=[("CHARLSTM_WITH_CUDA", "1")],
+        include_dirs=include_dirs,
+        define_macros=[("CHARLSTM_WITH_CUDA", "1"), ("CHARLSTM_CUDA_ARCHS", f'"{archs}"')],
         extra_compile_args={"cxx": cxx + ["-Wall"] + werror,
-                            "nvcc": ["-O3", "--expt-relaxed-constexpr"]
-                            + (["-Werror", "all-warnings"] if werror else [])},
+                            "nvcc": ["-O3", "--expt-relaxed-constexpr", "-Xcompiler=-Wall"]
+                            + (["-Werror", "all-warnings", "-Xcompiler=-Werror"] if werror else [])},
         extra_link_args=["-fopenmp"], py_limited_api=True)
 
 

@@ -1,16 +1,209 @@
-"""Character models, and `build_model` that rebuilds any of them from a checkpoint's name and config.
+"""The character models.
 
-Two kinds of model, told apart by `context`:
-- window models (`context` an int) map a [B, context] block of char ids to next-char logits [B, V];
-- sequence models (`context` None) map [T, B] char ids and a carried state to logits [T, B, V] for
-  every next char and the new state: `forward(x, state=None) -> (logits, state)`.
+UdacityLM is the language model of the Udacity deep-learning assignment 6_lstm: one recurrent
+cell over the 27 characters fed one-hot, `nodes` hidden units, and a softmax classifier
+`logits = h @ w + b`. Weights follow torch's layout (weight_ih [gates * nodes, 27], LSTM gate
+order i, f, g, o, which is also the assignment's order); there is one bias per gate, as in the
+assignment, so b_hh is not used (torch's two biases would get the same gradient and, in effect,
+learn at twice the rate and count twice in gradient clipping).
+
+The calculators (LinearCalculator, TanhCalculator, RecurrentCalculator) read a short string of
+token ids and predict one number: the tiny models of `charlstm calc`.
+
+The speech ladder (the fast.ai lesson 6 notebook: FC3, CharLoop, WindowRNN, SequenceRNN) comes in
+two kinds, told apart by `context`: window models (`context` an int) map a [B, context] block of
+char ids to next-char logits [B, V]; sequence models (`context` None) map [T, B] char ids and a
+carried state to logits [T, B, V] for every next char and the new state,
+`forward(x, state=None) -> (logits, state)`. `build_model(name, vocab_size, **config)` rebuilds
+any model of MODELS from a checkpoint's name and config.
 """
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from charlstm import nn as charlstm_nn
-from charlstm.nn import BACKENDS
+from charlstm import nn as recurrent
+from charlstm.data.batches import VOCAB_SIZE
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+BACKENDS = ("fused", "reference", "torch")
+DEFAULT_INIT = "truncated_normal:-0.1,0.1"
+
+
+def parse_init(spec: str) -> tuple[str, float, float]:
+    """Parse an init spec: truncated_normal:MEAN,STD (cut at two std), normal:MEAN,STD or uniform:LOW,HIGH."""
+    defaults = {"truncated_normal": (-0.1, 0.1), "normal": (-0.1, 0.1), "uniform": (-0.1, 0.1)}
+    name, _, params = spec.partition(":")
+    if name not in defaults:
+        raise ValueError(f"unknown init {spec!r}: use truncated_normal:MEAN,STD, normal:MEAN,STD or "
+                         f"uniform:LOW,HIGH (the assignment's is {DEFAULT_INIT})")
+    if not params:
+        return (name, *defaults[name])
+    try:
+        a, b = (float(x) for x in params.split(","))
+    except ValueError:
+        raise ValueError(f"init {spec!r} needs two numbers after the colon, as in {name}:-0.1,0.1") from None
+    if (name != "uniform" and b <= 0) or (name == "uniform" and b <= a) or not (math.isfinite(a) and math.isfinite(b)):
+        raise ValueError(f"init {spec!r} is empty: the std must be > 0, and for uniform LOW < HIGH")
+    return name, a, b
+
+
+def init_weight_(weight: torch.Tensor, spec: str) -> torch.Tensor:
+    name, a, b = parse_init(spec)
+    with torch.no_grad():
+        if name == "truncated_normal":
+            # tf.truncated_normal(shape, mean, stddev) redraws values beyond two std of the mean
+            return nn.init.trunc_normal_(weight, mean=a, std=b, a=a - 2 * b, b=a + 2 * b)
+        if name == "normal":
+            return nn.init.normal_(weight, mean=a, std=b)
+        return nn.init.uniform_(weight, a, b)
+
+
+class UdacityLM(nn.Module):
+    """The assignment's character LSTM language model (or the same with a GRU or tanh RNN cell)."""
+
+    def __init__(self, nodes: int = 64, cell: str = "lstm", backend: str = "fused",
+                 init: str = DEFAULT_INIT, vocab_size: int = VOCAB_SIZE):
+        super().__init__()
+        if cell not in GATES:
+            raise ValueError(f"unknown cell {cell!r}: use one of {', '.join(GATES)}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        if nodes < 1:
+            raise ValueError(f"nodes must be at least 1, got {nodes}")
+        self.cell, self.backend, self.nodes, self.vocab_size = cell, backend, nodes, vocab_size
+        gates = GATES[cell] * nodes
+        self.weight_ih = nn.Parameter(torch.empty(gates, vocab_size))
+        self.weight_hh = nn.Parameter(torch.empty(gates, nodes))
+        self.bias_ih = nn.Parameter(torch.zeros(gates))
+        self.w = nn.Parameter(torch.empty(nodes, vocab_size))
+        self.b = nn.Parameter(torch.zeros(vocab_size))
+        for weight in (self.weight_ih, self.weight_hh, self.w):
+            init_weight_(weight, init)
+
+    def initial_state(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        """Zero state: (h, c) for the LSTM, (h,) for the GRU and RNN, each [batch, nodes]."""
+        zeros = self.w.new_zeros(batch_size, self.nodes)
+        return (zeros, zeros.clone()) if self.cell == "lstm" else (zeros,)
+
+    def forward(self, ids: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        """Logits [T, B, 27] for int64 ids [T, B], and the state after the last step."""
+        outputs, state = self.recurrence(ids, state)
+        logits = torch.addmm(self.b, outputs.reshape(-1, self.nodes), self.w)
+        return logits.view(*ids.shape, self.vocab_size), state
+
+    def recurrence(self, ids, state):
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih)
+        if self.backend == "torch":
+            return _torch_recurrence(self.cell, F.one_hot(ids, self.vocab_size).to(self.w.dtype),
+                                     state, weights, self.training)
+        if self.backend == "fused":
+            from charlstm import ops as impl
+        else:
+            from charlstm import reference as impl
+        if self.cell == "lstm":
+            outputs, (h, c) = impl.lstm(ids, state[0], state[1], *weights, None)
+            return outputs, (h, c)
+        if self.cell == "gru":
+            outputs, h = impl.gru(ids, state[0], *weights, None)
+        else:
+            outputs, h = impl.rnn(ids, state[0], *weights, None, nonlinearity="tanh")
+        return outputs, (h,)
+
+
+def _torch_recurrence(cell, x, state, weights, training):
+    """torch's own kernels (what nn.LSTM/GRU/RNN run), with a zero b_hh so there is one bias."""
+    flat = [*weights, torch.zeros_like(weights[2])]
+    hx = [s.unsqueeze(0) for s in state]
+    if cell == "lstm":
+        outputs, h, c = torch.lstm(x, hx, flat, True, 1, 0.0, training, False, False)
+        return outputs, (h[0], c[0])
+    run = torch.gru if cell == "gru" else torch.rnn_tanh
+    outputs, h = run(x, hx[0], flat, True, 1, 0.0, training, False, False)
+    return outputs, (h[0],)
+
+
+CALCULATORS = ("linear", "tanh", "rnn", "gru", "lstm")
+CALCULATOR_BACKENDS = recurrent.BACKENDS
+
+
+class LinearCalculator(nn.Module):
+    """A calculator with no nonlinearity: h_t = W_in e_t + b + W_hh h_{t-1}, prediction w . h_T + c.
+
+    Adding is a linear map of the digits, so this model can be exact; with --n-fac 1 each
+    digit's embedding is one number, which comes out as an affine function of the digit.
+    """
+
+    def __init__(self, vocab_size: int, n_fac: int, hidden: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, n_fac)
+        self.input = nn.Linear(n_fac, hidden)
+        self.recurrent = nn.Linear(hidden, hidden, bias=False)
+        self.output = nn.Linear(hidden, 1)
+        # Identity recurrence (Le, Jaitly & Hinton 2015): the state starts as a running sum, and
+        # long strings neither blow it up nor wash it out before training begins.
+        with torch.no_grad():
+            self.recurrent.weight.copy_(torch.eye(hidden))
+
+    def step(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return x + self.recurrent(h)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Predictions [B] for token ids [B, T]."""
+        x = self.input(self.embedding(ids))
+        h = x.new_zeros(x.shape[0], self.recurrent.weight.shape[0])
+        for t in range(x.shape[1]):
+            h = self.step(x[:, t], h)
+        return self.output(h).squeeze(-1)
+
+    def recurrent_weights(self) -> dict:
+        return {"recurrent.weight": self.recurrent.weight}
+
+
+class TanhCalculator(LinearCalculator):
+    """Embedding, input layer and a tanh recurrence: h_t = tanh(W_in e_t + b + W_hh h_{t-1})."""
+
+    def step(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x + self.recurrent(h))
+
+
+class RecurrentCalculator(nn.Module):
+    """Embedding, one charlstm.nn RNN / GRU / LSTM layer, and a linear read-out of the last state."""
+
+    def __init__(self, kind: str, vocab_size: int, n_fac: int, hidden: int, backend: str = "fused"):
+        super().__init__()
+        layers = {"rnn": recurrent.RNN, "gru": recurrent.GRU, "lstm": recurrent.LSTM}
+        self.kind = kind
+        self.embedding = nn.Embedding(vocab_size, n_fac)
+        self.rnn = layers[kind](n_fac, hidden, batch_first=True, backend=backend)
+        self.output = nn.Linear(hidden, 1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Predictions [B] for token ids [B, T]."""
+        y, _ = self.rnn(self.embedding(ids))
+        return self.output(y[:, -1]).squeeze(-1)
+
+    def recurrent_weights(self) -> dict:
+        return {"rnn.weight_hh_l0": self.rnn.weight_hh_l0}
+
+
+def make_calculator(model: str, vocab_size: int, n_fac: int, hidden: int,
+                    backend: str = "fused") -> nn.Module:
+    """A calculator by name: one of CALCULATORS. `backend` applies to rnn / gru / lstm."""
+    if model not in CALCULATORS:
+        raise ValueError(f"unknown model {model!r}: choose one of {', '.join(CALCULATORS)}")
+    if backend not in CALCULATOR_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(CALCULATOR_BACKENDS)}")
+    if n_fac < 1 or hidden < 1:
+        raise ValueError(f"--n-fac and --hidden must be at least 1, got --n-fac {n_fac} --hidden {hidden}")
+    if model == "linear":
+        return LinearCalculator(vocab_size, n_fac, hidden)
+    if model == "tanh":
+        return TanhCalculator(vocab_size, n_fac, hidden)
+    return RecurrentCalculator(model, vocab_size, n_fac, hidden, backend)
+
 
 DEFAULT_BACKEND = "fused"
 
@@ -18,7 +211,7 @@ DEFAULT_BACKEND = "fused"
 def _recurrent(cell, input_size, hidden_size, num_layers=1, dropout=0.0, backend=DEFAULT_BACKEND):
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    module = {"rnn": charlstm_nn.RNN, "gru": charlstm_nn.GRU, "lstm": charlstm_nn.LSTM}[cell]
+    module = {"rnn": recurrent.RNN, "gru": recurrent.GRU, "lstm": recurrent.LSTM}[cell]
     return module(input_size, hidden_size, num_layers=num_layers, dropout=dropout, backend=backend)
 
 
@@ -114,7 +307,11 @@ SPEECH_MODELS = {
     "lstm-seq": (_sequence("lstm"), ("embedding", "hidden", "layers", "dropout", "backend")),
 }
 
-MODELS = dict(SPEECH_MODELS)
+def _udacity(vocab_size, nodes=64, cell="lstm", backend="fused", init=DEFAULT_INIT):
+    return UdacityLM(nodes, cell, backend, init, vocab_size)
+
+
+MODELS = {**SPEECH_MODELS, "udacity": (_udacity, ("nodes", "cell", "backend", "init"))}
 
 
 def model_config_keys(name: str) -> tuple[str, ...]:

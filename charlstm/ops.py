@@ -130,6 +130,9 @@ def _bias_grads(ctx, db_ih, db_hh):
 
 def _remember_biases(ctx, b_ih, b_hh):
     ctx.has_bias = (b_ih is not None, b_hh is not None)
+    # Outputs that got no gradient (the saved intermediates, often hT and cT) arrive as None
+    # instead of zero tensors, which the backward ops treat as zero without reading them.
+    ctx.set_materialize_grads(False)
 
 
 def _lstm_setup(ctx, inputs, output):
@@ -223,3 +226,13 @@ torch.library.register_autograd("charlstm::gru_forward", _gru_backward, setup_co
 torch.library.register_autograd("charlstm::gru_cell", _gru_cell_backward, setup_context=_gru_cell_setup)
 torch.library.register_autograd("charlstm::rnn_forward", _rnn_backward, setup_context=_rnn_setup)
 torch.library.register_autograd("charlstm::rnn_cell", _rnn_cell_backward, setup_context=_rnn_cell_setup)
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError("charlstm's fused ops give first derivatives only; for higher derivatives "
+                       "use charlstm.reference (backend='reference' in charlstm.nn)")
+
+
+for _name in ("lstm_backward", "gru_backward", "rnn_backward"):
+    torch.library.register_autograd(f"charlstm::{_name}", _no_double_backward)
+

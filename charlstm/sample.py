@@ -1,7 +1,8 @@
 """Generate text from a trained char model, one character at a time from a prime.
 
-A checkpoint is any dict with "model" ({"name", "config"}), "state_dict" and "vocab" (a list of
-single characters, or a string): what `charlstm speech` and `charlstm train` write. With no
+A checkpoint is a dict with "model" ({"name", "config"}), "state_dict" and "vocab" (a list of
+single characters, or a string), as `charlstm speech` writes, or the "config" and "model" (weights)
+that `charlstm train` writes. With no
 checkpoint given, the most recently written `*.pt` under the runs folder (./runs) is used.
 """
 
@@ -11,6 +12,7 @@ from typing import Iterator
 import torch
 
 from charlstm.checkpoint import load_checkpoint
+from charlstm.data.normalize import TEXT8_ALPHABET
 from charlstm.data.speeches import Vocab, _show
 from charlstm.models import BACKENDS, build_model, model_config_keys
 from charlstm.speech import CHECKPOINT_FILE, RUNS_DIR
@@ -40,28 +42,38 @@ def find_checkpoint(path=None, runs=RUNS_DIR) -> Path:
     return found[-1]
 
 
+def _describe(saved, path):
+    """Model name, config, vocabulary and weights of a `charlstm speech` or `charlstm train` checkpoint."""
+    if not isinstance(saved, dict):
+        saved = {}
+    model = saved.get("model")
+    if isinstance(model, dict) and "name" in model and "state_dict" in saved and "vocab" in saved:
+        return model["name"], dict(model.get("config") or {}), saved["vocab"], saved["state_dict"]
+    train_config = saved.get("config")
+    if isinstance(train_config, dict) and "nodes" in train_config and isinstance(model, dict):
+        # charlstm train saves its TrainConfig and the UdacityLM weights; the alphabet is text8's.
+        config = {k: train_config[k] for k in ("nodes", "cell", "backend", "init") if k in train_config}
+        return "udacity", config, TEXT8_ALPHABET.decode("ascii"), model
+    missing = [k for k in ("model", "state_dict", "vocab") if k not in saved]
+    raise ValueError(f"{path} is not a charlstm model checkpoint (missing {', '.join(missing) or 'model.name'}): "
+                     "pass one written by `charlstm speech` or `charlstm train`")
+
+
 def load_model(path, backend: str | None = None):
     """The model, its vocabulary and the checkpoint's model description, ready for sampling.
 
     `backend` swaps the recurrent implementation of a model that has one (the weights are the
     same for all of them)."""
     path = Path(path)
-    saved = load_checkpoint(path)
-    missing = [k for k in ("model", "state_dict", "vocab") if not isinstance(saved, dict) or k not in saved]
-    if missing or not isinstance(saved["model"], dict) or "name" not in saved["model"]:
-        raise ValueError(f"{path} is not a charlstm model checkpoint (missing "
-                         f"{', '.join(missing) or 'model.name'}): pass one written by "
-                         "`charlstm speech` or `charlstm train`")
-    name = saved["model"]["name"]
-    config = dict(saved["model"].get("config") or {})
+    name, config, chars, state_dict = _describe(load_checkpoint(path), path)
     if backend is not None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         if "backend" in model_config_keys(name):
             config["backend"] = backend
-    vocab = Vocab(saved["vocab"])
+    vocab = Vocab(chars)
     model = build_model(name, len(vocab), **config)
-    model.load_state_dict(saved["state_dict"])
+    model.load_state_dict(state_dict)
     model.eval()
     return model, vocab, {"name": name, "config": config}
 
@@ -111,7 +123,9 @@ def generate(model, vocab: Vocab, prime: str, length: int = 200, temperature: fl
     model.eval()
     context = _context(model)
     if context is None:
-        logits, state = model(torch.tensor(ids).view(-1, 1))
+        # UdacityLM wants its zero state spelled out; the speech models take None.
+        state = model.initial_state(1) if hasattr(model, "initial_state") else None
+        logits, state = model(torch.tensor(ids).view(-1, 1), state)
         for _ in range(length):
             nxt = _pick(logits[-1, 0].float(), temperature, top_k, generator)
             yield vocab.chars[nxt]

@@ -81,11 +81,11 @@ void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Ten
     }
 }
 
-// w_ih^T with a bias folded in: row v is the input projection of token v.
+// w_ih^T with a bias folded in: row v is the input projection of token v. Always a new tensor:
+// for a single-token vocabulary w_ih.t() already counts as contiguous, and adding the bias in
+// place would then write into the weights.
 Tensor gather_table(const Tensor& w_ih, const Tensor& bias) {
-    Tensor table = w_ih.t().contiguous();
-    if (bias.defined()) table.add_(bias);
-    return table;
+    return bias.defined() ? (w_ih.t() + bias).contiguous() : w_ih.t().clone(at::MemoryFormat::Contiguous);
 }
 
 // [T*B, H]: the hidden state each step started from (h0, y[0], ..., y[T-2]).

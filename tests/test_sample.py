@@ -1,4 +1,5 @@
 import os
+import random
 import string
 import time
 
@@ -114,3 +115,19 @@ def test_a_checkpoint_without_a_model_is_refused(tmp_path):
     save_checkpoint(tmp_path / "x.pt", {"state_dict": {}, "vocab": ["a"]})
     with pytest.raises(ValueError, match="not a charlstm model checkpoint .missing model"):
         load_model(tmp_path / "x.pt")
+
+
+def test_a_checkpoint_written_by_charlstm_train_samples(tmp_path):
+    from charlstm.train import TrainConfig, train
+
+    rng = random.Random(0)
+    text = tmp_path / "words.txt"
+    text.write_text(" ".join(rng.choice(["good", "morning", "nation", "people"]) for _ in range(400)))
+    train(TrainConfig(data=str(text), nodes=8, batch_size=4, unrollings=5, steps=3, valid_size=50,
+                      summary_frequency=1, out=str(tmp_path / "t8")), progress=False)
+    result = sample("good mo", 40, seed=2, checkpoint=tmp_path / "t8")
+    assert result["model"] == "udacity" and len(result["text"]) == 40
+    assert set(result["text"]) <= set(" " + string.ascii_lowercase)
+    assert sample("good mo", 40, seed=2, checkpoint=tmp_path / "t8")["text"] == result["text"]
+    with pytest.raises(ValueError, match="'G'"):
+        sample("Good mo", checkpoint=tmp_path / "t8")

@@ -165,3 +165,11 @@ def test_cops_that_is_not_a_zip_is_not_cached(tmp_path, monkeypatch, server):
     with pytest.raises(ValueError, match="did not return a zip"):
         load_corpus("cops:obama", cops_url=base + "/page", progress=False)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_cops_download_failure_says_how_to_go_on(tmp_path, monkeypatch, server):
+    base, _, _ = server
+    monkeypatch.setenv("CHARLSTM_HOME", str(tmp_path))
+    with pytest.raises(ValueError, match="--cops-url"):
+        load_corpus("cops:obama", cops_url=base + "/gone", progress=False)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

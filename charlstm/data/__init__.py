@@ -1,1 +1,2 @@
-"""Corpora: downloads, speeches and other plain-text collections."""
+"""Data: corpora for the character models (text8 and plain text, normalised to text8 form, and
+batching), speech corpora kept as written, and the generated strings of the calculator tasks."""

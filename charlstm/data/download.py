@@ -1,58 +1,109 @@
-"""Cached downloads: a file appears under its final name complete or not at all."""
+"""Download text8 once into a cache, atomically and size-checked."""
 
 import os
+import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
+TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
+TEXT8_BYTES = 31344016  # the size the assignment's maybe_download checks
+URL_ENV = "CHARLSTM_TEXT8_URL"
+HOME_ENV = "CHARLSTM_HOME"
+
+
+class DownloadError(OSError):
+    """A download failed; the message says what failed and how to go on without it."""
+
 
 def cache_dir() -> Path:
-    """Where downloaded corpora live: $CHARLSTM_HOME, else ~/.cache/charlstm."""
-    return Path(os.environ.get("CHARLSTM_HOME") or Path.home() / ".cache" / "charlstm")
+    """Where downloads are kept: $CHARLSTM_HOME, by default ~/.cache/charlstm."""
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "charlstm")
 
 
-def download(url: str, dest, expected_size: int | None = None, progress: bool = True) -> Path:
-    """Fetch `url` to `dest` unless a file of the expected size is already there; return `dest`.
+def text8_url(url: str | None = None) -> str:
+    """The text8 address: `url` if given, else $CHARLSTM_TEXT8_URL, else the original one."""
+    return url or os.environ.get(URL_ENV) or TEXT8_URL
 
-    The bytes go to a temporary file beside `dest` that is renamed only once complete, so an
-    interrupted or failed download leaves nothing behind and the next call starts afresh.
+
+def fetch_text8(url: str | None = None, progress: bool = True) -> Path:
+    """Path of text8.zip in the cache, downloading it first if it is not there."""
+    url = text8_url(url)
+    expected = TEXT8_BYTES if url == TEXT8_URL else None
+    path = cache_dir() / "text8.zip"
+    if path.is_file() and (expected is None or path.stat().st_size == expected):
+        return path
+    return download(url, path, expected_bytes=expected, progress=progress)
+
+
+def download(url: str, path, expected_bytes: int | None = None, progress: bool = True,
+             timeout: float = 30.0) -> Path:
+    """Download `url` to `path` through a temporary file renamed only once the size checks out.
+
+    The size must equal `expected_bytes` when given, and the server's Content-Length when it
+    sends one; on any failure nothing is left at `path` or beside it.
     """
-    dest = Path(dest)
-    if dest.is_file() and (expected_size is None or dest.stat().st_size == expected_size):
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            try:
-                response = urllib.request.urlopen(url, timeout=60)
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                raise ValueError(f"could not download {url}: {exc}; check the URL and the "
-                                 f"network, or place the file at {dest} yourself") from exc
-            with response:
-                total = response.headers.get("Content-Length")
-                total = int(total) if total and total.isdigit() else expected_size
-                _copy(response, out, total, f"downloading {dest.name}", progress)
-        size = Path(tmp).stat().st_size
-        if expected_size is not None and size != expected_size:
-            raise ValueError(f"download of {url} gave {size} bytes, expected {expected_size}: "
-                             "the server sent something else; try again or set the URL")
-        os.replace(tmp, dest)
-    except BaseException:
+            received, announced = _stream(url, out, expected_bytes, progress, timeout)
+            out.flush()
+            os.fsync(out.fileno())
+        for what, size in (("expected", expected_bytes), ("announced by the server", announced)):
+            if size is not None and received != size:
+                raise DownloadError(
+                    f"download of {url} is incomplete: got {received:,} bytes, {what} {size:,}; "
+                    "run the command again, or download the file yourself and pass it with --data")
+        os.replace(tmp, path)
+        return path
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
 
 
-def _copy(source, out, total, label, progress):
+def _stream(url, out, expected_bytes, progress, timeout) -> tuple[int, int | None]:
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        raise DownloadError(
+            f"cannot download {url}: the server answered HTTP {exc.code} {exc.reason}; check the "
+            f"address (--url or ${URL_ENV}), or pass a local copy with --data PATH") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(
+            f"cannot download {url} ({reason}); if this machine is offline, download text8.zip "
+            f"elsewhere and pass it with --data PATH (a .zip, a text file or a folder of .txt files), "
+            f"or point --url / ${URL_ENV} at a reachable copy") from exc
+    with response:
+        length = response.headers.get("Content-Length")
+        announced = int(length) if length and length.isdigit() else None
+        total = expected_bytes or announced
+        received = 0
+        bar = _progress_bar(progress)
+        with bar:
+            task = bar.add_task(f"downloading {Path(urllib.parse.urlsplit(url).path).name}", total=total)
+            while True:
+                try:
+                    chunk = response.read(1 << 20)
+                except (OSError, ValueError, urllib.error.URLError) as exc:
+                    raise DownloadError(f"download of {url} broke off after {received:,} bytes "
+                                        f"({exc}); run the command again") from exc
+                if not chunk:
+                    break
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(task, completed=received)
+    return received, announced
+
+
+def _progress_bar(enabled):
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
+                               TransferSpeedColumn)
 
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=Console(stderr=True), disable=not progress,
-                  transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        while chunk := source.read(1 << 16):
-            out.write(chunk)
-            bar.advance(task, len(chunk))
+    return Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(),
+                    console=Console(file=sys.stderr), disable=not enabled)

@@ -13,7 +13,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from charlstm.data.download import cache_dir, download
+from charlstm.data.download import DownloadError, cache_dir, download
 
 COPS_URL = "http://www.thegrammarlab.com/?wpdmpro=corpus-of-presidential-speeches&wpdmdl=595"
 COPS_URL_ENV = "CHARLSTM_COPS_URL"
@@ -131,7 +131,16 @@ def cops_path(url: str | None = None, progress: bool = True) -> Path:
     The URL is `url`, else $CHARLSTM_COPS_URL, else the Grammar Lab's download link.
     """
     url = url or os.environ.get(COPS_URL_ENV) or COPS_URL
-    path = download(url, cache_dir() / "cops" / COPS_FILE, progress=progress)
+    path = cache_dir() / "cops" / COPS_FILE
+    if path.is_file():
+        return path
+    try:
+        download(url, path, progress=progress)
+    except DownloadError as exc:
+        reason = exc.__cause__ or exc
+        raise ValueError(f"cannot download the Corpus of Presidential Speeches from {url} ({reason}); "
+                         f"point --cops-url or ${COPS_URL_ENV} at a reachable copy, or download the "
+                         "zip yourself and pass --corpus PATH.zip") from exc
     if not zipfile.is_zipfile(path):
         path.unlink()
         raise ValueError(f"{url} did not return a zip archive (a web page instead?); download "

@@ -1,9 +1,11 @@
 // CPU implementations of the per-step pointwise work (steps.h): rows of the batch in parallel
 // with at::parallel_for, the hidden units of a row in a `#pragma omp simd` loop over cells.h.
 //
-// The float loops are compiled twice (GCC target_clones): once for AVX2+FMA, once for the
-// baseline ISA, and the loader picks the clone the processor runs. That keeps the extension
-// portable (no -march=native) while the hot loop still uses 256-bit vectors.
+// The float loops are compiled twice: once for AVX2+FMA, once for the baseline ISA, and the
+// processor's features pick one at run time. That keeps the extension portable (no -march=native)
+// while the hot loop still uses 256-bit vectors. The choice is an explicit branch, not GCC's
+// target_clones: GCC sends a call from default-target code straight to the default clone, so the
+// AVX2 clone of a loop called from at::parallel_for's lambda never ran.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -11,10 +13,8 @@
 #include "cells.h"
 #include "steps.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CHARLSTM_SIMD_CLONES __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define CHARLSTM_SIMD_CLONES
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CHARLSTM_X86_DISPATCH 1
 #endif
 
 #define CHARLSTM_ALWAYS_INLINE inline __attribute__((always_inline))
@@ -154,12 +154,28 @@ CHARLSTM_ALWAYS_INLINE void rnn_backward_rows(const RnnBackwardStep<S>& a, int64
     }
 }
 
-// One overload of `rows` per step type and storage type; the float ones get the SIMD clones.
-#define CHARLSTM_ROWS(Args, body)                                                      \
-    CHARLSTM_SIMD_CLONES void rows(const Args<float>& a, int64_t b0, int64_t b1) {     \
-        body(a, b0, b1);                                                               \
-    }                                                                                  \
+#ifdef CHARLSTM_X86_DISPATCH
+bool has_avx2_fma() {
+    static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return yes;
+}
+
+// One overload of `rows` per step type and storage type; float picks its AVX2+FMA build when the
+// processor has it.
+#define CHARLSTM_ROWS(Args, body)                                                                    \
+    __attribute__((target("avx2,fma"))) void rows_avx2(const Args<float>& a, int64_t b0, int64_t b1) { \
+        body(a, b0, b1);                                                                             \
+    }                                                                                                \
+    void rows_baseline(const Args<float>& a, int64_t b0, int64_t b1) { body(a, b0, b1); }            \
+    void rows(const Args<float>& a, int64_t b0, int64_t b1) {                                        \
+        has_avx2_fma() ? rows_avx2(a, b0, b1) : rows_baseline(a, b0, b1);                            \
+    }                                                                                                \
     void rows(const Args<double>& a, int64_t b0, int64_t b1) { body(a, b0, b1); }
+#else
+#define CHARLSTM_ROWS(Args, body)                                                                    \
+    void rows(const Args<float>& a, int64_t b0, int64_t b1) { body(a, b0, b1); }                     \
+    void rows(const Args<double>& a, int64_t b0, int64_t b1) { body(a, b0, b1); }
+#endif
 
 CHARLSTM_ROWS(LstmForwardStep, lstm_forward_rows)
 CHARLSTM_ROWS(LstmBackwardStep, lstm_backward_rows)

@@ -1,0 +1,110 @@
+"""Time whole `charlstm train` processes, fused backend against torch's kernels, in one run.
+
+Each configuration runs as a fresh process (`python -m charlstm_cli.main train ... --json`), so
+start-up, data loading, training, validation and sampling all count, as they did for the
+assignment's TensorFlow notebook. Backends alternate within each repeat so that a noisy machine
+hurts them alike. Prints medians and ratios and writes JSON to benchmarks/results/.
+
+    python benchmarks/train_bench.py --data /work/shared/data/obama --threads 2
+"""
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / ".dev")]
+
+from charlstm.checkpoint import atomic_write_bytes  # noqa: E402
+
+# The assignment's TensorFlow graph on the 2-core machine the study started on (issue 4):
+# the whole process at (batch 64, nodes 64, unrollings 10, 3001 steps) about 16 s, of which 8-12 s
+# training; at nodes 256 about 34-37 s of training.
+TF_ORIGINAL = {(64, 64, 10, 3001): {"seconds": 16.0, "train_seconds": (8.0, 12.0)},
+               (64, 256, 10, 3001): {"seconds": None, "train_seconds": (34.0, 37.0)}}
+
+
+def run_once(args, batch, nodes, unrollings, steps, backend):
+    command = [sys.executable, "-m", "charlstm_cli.main", "train", "--batch-size", str(batch),
+               "--nodes", str(nodes), "--unrollings", str(unrollings), "--steps", str(steps),
+               "--backend", backend, "--seed", "0", "--json", "--no-progress"]
+    if args.data:
+        command += ["--data", args.data]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / ".dev")]))
+    started = time.perf_counter()
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(command)}\n{proc.stderr}")
+    result = json.loads(proc.stdout)
+    return {"process_seconds": seconds, "train_seconds": result["train_seconds"],
+            "tokens_per_second": result["tokens_per_second"], "valid_perplexity": result["valid_perplexity"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="corpus for --data (default: text8 from the cache)")
+    parser.add_argument("--threads", type=int, help="--threads for every run (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backends", default="fused,torch")
+    parser.add_argument("--configs", default="64,64,10,3001;64,256,10,3001",
+                        help="batch,nodes,unrollings,steps;... (default: the issue's two)")
+    args = parser.parse_args()
+    configs = [tuple(int(v) for v in c.split(",")) for c in args.configs.split(";")]
+    backends = args.backends.split(",")
+
+    runs = {(c, b): [] for c in configs for b in backends}
+    for config in configs:
+        for repeat in range(args.repeats):
+            for backend in backends:
+                runs[config, backend].append(run_once(args, *config, backend))
+                last = runs[config, backend][-1]
+                print(f"  batch,nodes,unrollings,steps={config} {backend:9s} repeat {repeat + 1}: "
+                      f"{last['process_seconds']:.2f} s process, {last['train_seconds']:.2f} s training",
+                      file=sys.stderr)
+
+    rows = []
+    print(f"\n{'batch,nodes,unroll,steps':26s} {'backend':9s} {'process s':>9s} {'train s':>8s} "
+          f"{'tokens/s':>10s} {'valid ppl':>9s}")
+    for config in configs:
+        medians = {}
+        for backend in backends:
+            samples = runs[config, backend]
+            median = {key: statistics.median(s[key] for s in samples) for key in samples[0]}
+            medians[backend] = median
+            rows.append({"batch_size": config[0], "nodes": config[1], "unrollings": config[2],
+                         "steps": config[3], "backend": backend, "median": median, "runs": samples})
+            print(f"{str(config):26s} {backend:9s} {median['process_seconds']:9.2f} "
+                  f"{median['train_seconds']:8.2f} {median['tokens_per_second']:10,.0f} "
+                  f"{median['valid_perplexity']:9.3f}")
+        if "fused" in medians and "torch" in medians:
+            print(f"{'':26s} torch/fused: process x{medians['torch']['process_seconds'] / medians['fused']['process_seconds']:.2f}, "
+                  f"training x{medians['torch']['train_seconds'] / medians['fused']['train_seconds']:.2f}")
+        reference = TF_ORIGINAL.get(config)
+        if reference and "fused" in medians:
+            low, high = reference["train_seconds"]
+            line = f"{'':26s} TensorFlow original (issue 4): training {low:g}-{high:g} s"
+            if reference["seconds"]:
+                line += (f", process {reference['seconds']:g} s -> fused process x"
+                         f"{reference['seconds'] / medians['fused']['process_seconds']:.2f} faster")
+            line += f"; fused training x{low / medians['fused']['train_seconds']:.2f}-{high / medians['fused']['train_seconds']:.2f} faster"
+            print(line)
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = ROOT / "benchmarks" / "results" / f"train_bench-{stamp}.json"
+    report = {"command": sys.argv, "data": args.data, "threads": args.threads, "repeats": args.repeats,
+              "tf_original": {str(k): v for k, v in TF_ORIGINAL.items()}, "rows": rows}
+    atomic_write_bytes(path, json.dumps(report, indent=2).encode())
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Timing of one character-LM training step, fused against the reference and torch.nn.LSTM.
+
+A step is the assignment's: forward over T unrollings of a batch of 27-symbol text, a 27-way
+softmax cross-entropy over all T*B predictions, backward, gradient clipping to global norm 1.25,
+an SGD update; the LSTM state is carried (detached) from one step to the next. The backends are
+timed in interleaved rounds in one process, so that a change in machine load hits them alike, and
+compared as ratios of medians.
+"""
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from charlstm import nn as cnn
+
+VOCAB = 27
+DEFAULT_SHAPES = ((64, 64, 10), (64, 128, 15), (64, 256, 10), (64, 64, 50))
+BACKENDS = ("fused", "reference", "torch")
+
+
+@dataclass
+class StepTiming:
+    batch: int
+    hidden: int
+    unrollings: int
+    backend: str
+    median_ms: float
+    min_ms: float
+    rounds: int
+    steps_per_round: int
+
+
+class _Step:
+    """One model and optimizer; calling it runs one training step on a fresh random window."""
+
+    def __init__(self, backend, batch, hidden, unrollings, device, seed):
+        gen = torch.Generator().manual_seed(seed)
+        self.windows = torch.randint(0, VOCAB, (8, unrollings + 1, batch), generator=gen).to(device)
+        torch.manual_seed(seed)
+        self.backend = backend
+        if backend == "torch":
+            self.lstm = torch.nn.LSTM(VOCAB, hidden).to(device)
+        else:
+            self.lstm = cnn.LSTM(VOCAB, hidden, backend=backend).to(device)
+        self.out = torch.nn.Linear(hidden, VOCAB).to(device)
+        self.params = list(self.lstm.parameters()) + list(self.out.parameters())
+        self.opt = torch.optim.SGD(self.params, lr=1.0)
+        self.state = tuple(torch.zeros(1, batch, hidden, device=device) for _ in range(2))
+        self.i = 0
+
+    def __call__(self):
+        window = self.windows[self.i % len(self.windows)]
+        self.i += 1
+        inputs, targets = window[:-1], window[1:]
+        if self.backend == "torch":
+            inputs = torch.nn.functional.one_hot(inputs, VOCAB).float()
+        y, state = self.lstm(inputs, self.state)
+        self.state = tuple(s.detach() for s in state)
+        loss = torch.nn.functional.cross_entropy(self.out(y).view(-1, VOCAB), targets.reshape(-1))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.25)
+        self.opt.step()
+        return loss
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bench_training_step(shapes=DEFAULT_SHAPES, backends=BACKENDS, rounds=15, steps_per_round=10,
+                        warmup=5, device="cpu", seed=0, log=None):
+    """Median milliseconds per training step for each shape and backend, and the speed-up ratios.
+
+    Returns {"timings": [StepTiming as dict...], "ratios": [{batch, hidden, unrollings,
+    "fused_vs_torch": torch/fused, "fused_vs_reference": reference/fused}], ...}.
+    """
+    timings, ratios = [], []
+    for batch, hidden, unrollings in shapes:
+        steps = {b: _Step(b, batch, hidden, unrollings, device, seed) for b in backends}
+        for step in steps.values():
+            for _ in range(warmup):
+                step()
+        per_step = {b: [] for b in backends}
+        for _ in range(rounds):
+            for b, step in steps.items():
+                _sync(device)
+                start = time.perf_counter()
+                for _ in range(steps_per_round):
+                    step()
+                _sync(device)
+                per_step[b].append((time.perf_counter() - start) / steps_per_round * 1e3)
+        medians = {}
+        for b in backends:
+            medians[b] = statistics.median(per_step[b])
+            timings.append(asdict(StepTiming(batch, hidden, unrollings, b, medians[b], min(per_step[b]),
+                                             rounds, steps_per_round)))
+        row = {"batch": batch, "hidden": hidden, "unrollings": unrollings}
+        for other in ("torch", "reference"):
+            if "fused" in medians and other in medians:
+                row[f"fused_vs_{other}"] = medians[other] / medians["fused"]
+        ratios.append(row)
+        if log:
+            log(row | {f"{b}_ms": round(m, 3) for b, m in medians.items()})
+    return {
+        "timings": timings,
+        "ratios": ratios,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }

@@ -1,0 +1,369 @@
+"""The fused ops against the reference (the specification) and against torch.nn.
+
+float64 comparisons are tight (1e-10: both sides compute the same sums in a different order).
+float32 follows a relative rule instead of hand-tuned tolerances: the fused op's error against
+the float64 reference may be at most twice the float32 reference's own error, plus a floor of
+1e-6 (about 8 ulp of 1) for points where the float32 reference happens to be exact.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from charlstm import ops, reference
+
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+TORCH_MODULES = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN}
+
+# (T, B, I, H): B=1, T=1, T>=200, hidden sizes 1, 7, 33, 257, input sizes 1 and 27.
+SHAPES = [(1, 1, 1, 1), (1, 4, 27, 7), (6, 1, 27, 33), (5, 3, 1, 8), (201, 2, 27, 7), (3, 2, 5, 257)]
+
+
+def kwargs_of(cell):
+    return {"nonlinearity": cell.split("_")[1]} if cell.startswith("rnn") else {}
+
+
+def seq_fn(lib, cell):
+    name = cell.split("_")[0]
+    fn = getattr(lib, name)
+    kw = kwargs_of(cell)
+    return lambda *a: fn(*a, **kw)
+
+
+def flat(fn):
+    """fn with its (y, (hT, cT)) output flattened to a tuple of tensors, as gradcheck wants."""
+    def flat_fn(*a):
+        out = fn(*a)
+        return out if isinstance(out, torch.Tensor) else tuple(
+            t for o in out for t in (o if isinstance(o, tuple) else (o,)))
+    return flat_fn
+
+
+def cell_fn(lib, cell):
+    name = cell.split("_")[0] + "_cell"
+    fn = getattr(lib, name)
+    kw = kwargs_of(cell)
+    return lambda *a: fn(*a, **kw)
+
+
+def make(cell, T, B, I, H, dtype=torch.float64, device="cpu", bias=True, ids=False, requires_grad=True):
+    """Random weights in torch.nn's layout, input and initial state(s); all leaves need grad."""
+    G = GATES[cell]
+    scale = H ** -0.5
+    w_ih = (torch.rand(G * H, I, dtype=dtype, device=device) * 2 - 1) * scale
+    w_hh = (torch.rand(G * H, H, dtype=dtype, device=device) * 2 - 1) * scale
+    b = [(torch.rand(G * H, dtype=dtype, device=device) * 2 - 1) * scale for _ in range(2)] if bias else [None, None]
+    if ids:
+        x = torch.randint(0, I, (T, B), device=device)
+    else:
+        x = torch.randn(T, B, I, dtype=dtype, device=device)
+    states = [torch.randn(B, H, dtype=dtype, device=device) * 0.5 for _ in range(2 if cell == "lstm" else 1)]
+    leaves = [t for t in [x, *states, w_ih, w_hh, *b] if t is not None and t.is_floating_point()]
+    for t in leaves:
+        t.requires_grad_(requires_grad)
+    return x, states, [w_ih, w_hh, *b]
+
+
+def run(fn, x, states, weights):
+    out = fn(x, *states, *weights)
+    y, final = out
+    finals = final if isinstance(final, tuple) else (final,)
+    return y, finals
+
+
+def loss_of(y, finals):
+    # Distinct random weights per output so every gradient path is exercised.
+    g = torch.Generator(device="cpu").manual_seed(1)
+    total = 0
+    for t in (y, *finals):
+        total = total + (t * torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)).sum()
+    return total
+
+
+def grads(fn, x, states, weights):
+    y, finals = run(fn, x, states, weights)
+    leaves = [t for t in [x, *states, *weights] if t is not None and t.requires_grad]
+    return [y, *finals], torch.autograd.grad(loss_of(y, finals), leaves)
+
+
+def torch_nn_run(cell, x, states, weights):
+    """The same computation through torch.nn's module with the same weights."""
+    w_ih, w_hh, b_ih, b_hh = weights
+    G = GATES[cell]
+    H, I = w_hh.shape[1], w_ih.shape[1]
+    kw = kwargs_of(cell)
+    m = TORCH_MODULES[cell](I, H, bias=b_ih is not None, **kw).to(w_ih.dtype).to(w_ih.device)
+    with torch.no_grad():
+        for name, w in zip(["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"], weights):
+            if w is not None:
+                getattr(m, name).copy_(w)
+    if x.dtype == torch.long:
+        x = F.one_hot(x, I).to(w_ih.dtype)
+    hx = tuple(s[None] for s in states)
+    y, final = m(x, hx if cell == "lstm" else hx[0])
+    finals = tuple(f[0] for f in final) if isinstance(final, tuple) else (final[0],)
+    assert G * H == w_ih.shape[0]
+    return [y, *finals]
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
+@pytest.mark.parametrize("bias", [True, False])
+def test_sequence_forward_and_gradients_match_reference_and_torch(cell, shape, bias, device):
+    x, states, weights = make(cell, *shape, device=device, bias=bias)
+    fused_out, fused_grads = grads(seq_fn(ops, cell), x, states, weights)
+    ref_out, ref_grads = grads(seq_fn(reference, cell), x, states, weights)
+    torch_out = torch_nn_run(cell, x, states, weights)
+    for a, b, c in zip(fused_out, ref_out, torch_out):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-10)
+    assert len(fused_grads) == len(ref_grads) == (6 if bias else 4) + (cell == "lstm")
+    for a, b in zip(fused_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 5, 27, 33), (1, 3, 4, 257)], ids=str)
+def test_cell_ops_match_reference_and_torch_cells(cell, shape, device):
+    _, B, I, H = shape
+    x, states, weights = make(cell, *shape, device=device)
+    x = x[0].detach().requires_grad_()
+    fused = cell_fn(ops, cell)(x, *states, *weights)
+    ref = cell_fn(reference, cell)(x, *states, *weights)
+    fused, ref = (fused if isinstance(fused, tuple) else (fused,)), (ref if isinstance(ref, tuple) else (ref,))
+    kw = kwargs_of(cell)
+    m = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}.get(cell.split("_")[0], torch.nn.RNNCell)(I, H, **kw)
+    m = m.double().to(device)
+    with torch.no_grad():
+        for name, w in zip(["weight_ih", "weight_hh", "bias_ih", "bias_hh"], weights):
+            getattr(m, name).copy_(w)
+    tm = m(x, tuple(states) if cell == "lstm" else states[0])
+    tm = tm if isinstance(tm, tuple) else (tm,)
+    for a, b, c in zip(fused, ref, tm):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-12)
+    leaves = [x, *states, *weights]
+    gf = torch.autograd.grad(loss_of(fused[0], fused[1:]), leaves)
+    gr = torch.autograd.grad(loss_of(ref[0], ref[1:]), leaves)
+    for a, b in zip(gf, gr):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("vocab", [1, 27])
+def test_token_ids_equal_one_hot_input(cell, vocab, device):
+    x, states, weights = make(cell, 9, 5, vocab, 7, device=device, ids=True)
+    one_hot = F.one_hot(x, vocab).double()
+    out_ids, g_ids = grads(seq_fn(ops, cell), x, states, weights)
+    out_hot, g_hot = grads(seq_fn(ops, cell), one_hot, states, weights)
+    for a, b in zip(out_ids, out_hot):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    for a, b in zip(g_ids, g_hot):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    # And the ids path against the reference, which builds the one-hot matrix itself.
+    out_ref, g_ref = grads(seq_fn(reference, cell), x, states, weights)
+    for a, b in zip(g_ids, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+def test_token_id_cells_equal_one_hot(cell, device):
+    x, states, weights = make(cell, 1, 6, 27, 5, device=device, ids=True)
+    ids = x[0]
+    a = cell_fn(ops, cell)(ids, *states, *weights)
+    b = cell_fn(ops, cell)(F.one_hot(ids, 27).double(), *states, *weights)
+    for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+        torch.testing.assert_close(u, v, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+def test_state_carried_over_windows_equals_one_long_sequence(cell, device):
+    x, states, weights = make(cell, 12, 3, 27, 9, device=device, ids=True, requires_grad=False)
+    fn = seq_fn(ops, cell)
+    y_full, final_full = run(fn, x, states, weights)
+    carried, ys = states, []
+    for window in x.split(4):
+        y, carried = run(fn, window, carried, weights)
+        ys.append(y)
+    torch.testing.assert_close(torch.cat(ys), y_full, rtol=0, atol=1e-12)
+    for a, b in zip(carried, final_full):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+def test_non_contiguous_inputs(cell, device):
+    x, states, weights = make(cell, 6, 4, 5, 7, device=device, requires_grad=False)
+    # Batch-first storage seen through a transpose, states and weights as strided views.
+    x_nc = x.transpose(0, 1).contiguous().transpose(0, 1)
+    states_nc = [torch.stack([s, s], dim=-1)[..., 0] for s in states]
+    weights_nc = [w.t().contiguous().t() if w.dim() == 2 else torch.stack([w, w], 1)[:, 0] for w in weights]
+    assert not x_nc.is_contiguous() and not states_nc[0].is_contiguous() and not weights_nc[0].is_contiguous()
+    for lib in (ops, reference):
+        y_nc, f_nc = run(seq_fn(lib, cell), x_nc, states_nc, weights_nc)
+        y, f = run(seq_fn(ops, cell), x, states, weights)
+        torch.testing.assert_close(y_nc, y, rtol=0, atol=1e-12)
+        for a, b in zip(f_nc, f):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("ids", [False, True])
+def test_gradcheck_float64(cell, ids, device):
+    x, states, weights = make(cell, 4, 3, 5, 4, device=device, ids=ids)
+    assert torch.autograd.gradcheck(flat(seq_fn(ops, cell)), (x, *states, *weights))
+    x1 = x[0].detach().requires_grad_(not ids)
+    assert torch.autograd.gradcheck(flat(cell_fn(ops, cell)), (x1, *states, *weights))
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+def test_reference_gradgradcheck(cell):
+    x, states, weights = make(cell, 3, 2, 3, 3)
+    assert torch.autograd.gradgradcheck(flat(seq_fn(reference, cell)), (x, *states, *weights))
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+def test_fused_double_backward_raises(cell):
+    x, states, weights = make(cell, 3, 2, 3, 3)
+    y, finals = run(seq_fn(ops, cell), x, states, weights)
+    (gx,) = torch.autograd.grad(y.sum(), [x], create_graph=True)
+    with pytest.raises(RuntimeError, match="first derivatives only; for higher derivatives use charlstm.reference"):
+        torch.autograd.grad(gx.sum(), [weights[0]])
+
+
+def error(a, b):
+    return (a.double() - b.double()).abs().max().item()
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("shape", [(10, 64, 27, 64), (50, 8, 27, 33), (3, 2, 1, 257)], ids=str)
+def test_float32_error_within_twice_the_references(cell, shape, device):
+    x, states, weights = make(cell, *shape, device=device)
+    out64, g64 = grads(seq_fn(reference, cell), x, states, weights)
+    x32, s32, w32 = [t.detach().float().requires_grad_() for t in [x]], \
+        [s.detach().float().requires_grad_() for s in states], \
+        [w.detach().float().requires_grad_() if w is not None else None for w in weights]
+    out_f, g_f = grads(seq_fn(ops, cell), x32[0], s32, w32)
+    out_r, g_r = grads(seq_fn(reference, cell), x32[0], s32, w32)
+    for f, r, exact in zip([*out_f, *g_f], [*out_r, *g_r], [*out64, *g64]):
+        assert error(f, exact) <= 2 * error(r, exact) + 1e-6
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("ids", [False, True])
+def test_opcheck(cell, ids, device):
+    name = cell.split("_")[0]
+    kw = list(kwargs_of(cell).values())
+    x, states, weights = make(cell, 3, 2, 5, 4, device=device, ids=ids)
+    torch.library.opcheck(getattr(torch.ops.charlstm, f"{name}_forward").default, (x, *states, *weights, *kw))
+    torch.library.opcheck(getattr(torch.ops.charlstm, f"{name}_cell").default,
+                          (x[0].detach().requires_grad_(not ids), *states, *weights, *kw))
+    no_bias = weights[:2] + [None, None]
+    torch.library.opcheck(getattr(torch.ops.charlstm, f"{name}_forward").default, (x, *states, *no_bias, *kw))
+
+
+def test_torch_compile_matches_eager():
+    x, (h0, c0), weights = make("lstm", 5, 3, 27, 8, ids=True)
+
+    def step(x, h0, c0, *w):
+        y, (h, c) = ops.lstm(x, h0, c0, *w)
+        return (y.tanh().sum() + h.sum() + c.sum())
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    eager_loss = step(x, h0, c0, *weights)
+    compiled_loss = compiled(x, h0, c0, *weights)
+    torch.testing.assert_close(compiled_loss, eager_loss)
+    ge = torch.autograd.grad(eager_loss, weights)
+    gc = torch.autograd.grad(compiled_loss, weights)
+    for a, b in zip(gc, ge):
+        torch.testing.assert_close(a, b)
+
+
+# ---- bad inputs: each raises an error naming the argument ----
+
+def lstm_args(T=3, B=2, I=5, H=4, dtype=torch.float32):
+    x, (h0, c0), w = make("lstm", T, B, I, H, dtype=dtype, requires_grad=False)
+    return [x, h0, c0, *w]
+
+
+BAD_LSTM = {
+    "x rank": (lambda a: a.__setitem__(0, a[0][0]), r"x must have shape \[T, B, input_size\]"),
+    "x input size": (lambda a: a.__setitem__(0, torch.randn(3, 2, 6)), r"input_size = 5"),
+    "x dtype": (lambda a: a.__setitem__(0, a[0].double()), r"x has dtype Double but w_hh has Float"),
+    "int32 ids": (lambda a: a.__setitem__(0, torch.zeros(3, 2, dtype=torch.int32)), r"\.long\(\)"),
+    "ids too large": (lambda a: a.__setitem__(0, torch.full((3, 2), 5)), r"token ids x must lie in \[0, 5\)"),
+    "negative ids": (lambda a: a.__setitem__(0, torch.full((3, 2), -1)), r"got values from -1"),
+    "ids rank": (lambda a: a.__setitem__(0, torch.zeros(3, 2, 1, dtype=torch.long)), r"token ids x must have shape \[T, B\]"),
+    "empty sequence": (lambda a: a.__setitem__(0, torch.randn(0, 2, 5)), r"no time step \(T = 0\)"),
+    "empty batch": (lambda a: (a.__setitem__(0, torch.randn(3, 0, 5)), a.__setitem__(1, torch.randn(0, 4)),
+                               a.__setitem__(2, torch.randn(0, 4))), r"empty batch"),
+    "h0 shape": (lambda a: a.__setitem__(1, torch.randn(2, 3)), r"h0 must have shape \[2, 4\]"),
+    "c0 shape": (lambda a: a.__setitem__(2, torch.randn(1, 4)), r"c0 must have shape \[2, 4\]"),
+    "c0 dtype": (lambda a: a.__setitem__(2, a[2].double()), r"c0 has dtype Double"),
+    "w_ih rows": (lambda a: a.__setitem__(3, torch.randn(12, 5)), r"w_ih must have shape \[16, input_size\]"),
+    "w_hh shape": (lambda a: a.__setitem__(4, torch.randn(16, 5)), r"w_hh must have shape \[4\*hidden_size"),
+    "b_ih shape": (lambda a: a.__setitem__(5, torch.randn(15)), r"b_ih must have shape \[16\]"),
+    "b_hh dtype": (lambda a: a.__setitem__(6, a[6].double()), r"b_hh has dtype Double"),
+    "half on cpu": (lambda a: a.__setitem__(slice(0, 7), [t.half() for t in a]), r"CPU kernels take float32 or float64"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LSTM))
+def test_bad_lstm_inputs_raise_clear_errors(case):
+    args = lstm_args()
+    mutate, message = BAD_LSTM[case]
+    mutate(args)
+    with pytest.raises(RuntimeError, match=message):
+        ops.lstm(*args)
+
+
+def test_bad_cell_inputs_raise_clear_errors():
+    x, h, c, *w = lstm_args()
+    with pytest.raises(RuntimeError, match=r"x must have shape \[B, input_size\]"):
+        ops.lstm_cell(x, h, c, *w)
+    with pytest.raises(RuntimeError, match=r"h must have shape \[2, 4\]"):
+        ops.lstm_cell(x[0], h[:1], c, *w)
+    with pytest.raises(RuntimeError, match=r"token ids x must have shape \[B\]"):
+        ops.gru_cell(torch.zeros(2, 1, dtype=torch.long), h, torch.randn(12, 5), torch.randn(12, 4))
+
+
+@pytest.mark.parametrize("fn", [ops.rnn, ops.rnn_cell])
+def test_bad_nonlinearity(fn):
+    x, (h,), w = make("rnn_tanh", 2, 2, 3, 4, requires_grad=False)
+    if fn is ops.rnn_cell:
+        x = x[0]
+    with pytest.raises(RuntimeError, match="nonlinearity must be 'tanh' or 'relu', got 'sigmoid'"):
+        fn(x, h, *w, nonlinearity="sigmoid")
+
+
+def test_gru_weights_must_have_three_gates():
+    x, (h,), w = make("gru", 2, 2, 3, 4, requires_grad=False)
+    with pytest.raises(RuntimeError, match=r"w_hh must have shape \[3\*hidden_size, hidden_size\]"):
+        ops.gru(x, h, w[0], torch.randn(16, 4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed devices need a CUDA device")
+def test_mixed_devices_rejected():
+    x, h0, c0, *w = lstm_args()
+    with pytest.raises(RuntimeError, match="is on cpu but w_hh is on cuda"):
+        ops.lstm(x, h0, c0, *[t.cuda() for t in w])
+
+
+CUDA_ONLY = pytest.mark.skipif(not torch.cuda.is_available(), reason="16-bit storage runs on CUDA only")
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_storage_error_within_twice_the_references(cell, dtype):
+    # 16-bit storage computes the cell math in float32; the reference in the same dtype rounds
+    # every intermediate, so the fused op should be no worse than it (relative rule, as float32).
+    x, states, weights = make(cell, 20, 16, 27, 64, device="cuda")
+    out64, g64 = grads(seq_fn(reference, cell), x, states, weights)
+    low = lambda ts: [t.detach().to(dtype).requires_grad_() if t is not None else None for t in ts]
+    x16, s16, w16 = low([x])[0], low(states), low(weights)
+    out_f, g_f = grads(seq_fn(ops, cell), x16, s16, w16)
+    out_r, g_r = grads(seq_fn(reference, cell), x16, s16, w16)
+    floor = 1e-3 if dtype == torch.float16 else 8e-3
+    for f, r, exact in zip([*out_f, *g_f], [*out_r, *g_r], [*out64, *g64]):
+        assert f.dtype == dtype
+        assert error(f, exact) <= 2 * error(r, exact) + floor
