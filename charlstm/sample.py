@@ -13,7 +13,7 @@ import torch
 
 from charlstm.checkpoint import load_checkpoint
 from charlstm.data.normalize import TEXT8_ALPHABET
-from charlstm.data.speeches import Vocab, _show
+from charlstm.data.speeches import Vocab, quote_chars
 from charlstm.models import BACKENDS, build_model, model_config_keys
 from charlstm.speech import CHECKPOINT_FILE, RUNS_DIR
 
@@ -86,7 +86,7 @@ def _context(model):
 def check_prime(model, vocab: Vocab, prime: str) -> list[int]:
     missing = vocab.missing(prime)
     if missing:
-        raise ValueError(f"the prime has characters outside the model's vocabulary: {_show(missing)}; "
+        raise ValueError(f"the prime has characters outside the model's vocabulary: {quote_chars(missing)}; "
                          f"the model knows {''.join(vocab.chars)!r}")
     context = _context(model)
     if context is None and not prime:

@@ -61,7 +61,7 @@ class Vocab:
     def encode(self, text: str) -> list[int]:
         missing = self.missing(text)
         if missing:
-            raise ValueError(f"characters not in the model's vocabulary: {_show(missing)}; "
+            raise ValueError(f"characters not in the model's vocabulary: {quote_chars(missing)}; "
                              "use only characters the model was trained on")
         return [self.index[c] for c in text]
 
@@ -69,7 +69,8 @@ class Vocab:
         return "".join(self.chars[int(i)] for i in ids)
 
 
-def _show(chars):
+def quote_chars(chars):
+    """Characters as reprs, so a space, a tab or a curly quote is visible in an error message."""
     return ", ".join(repr(c) for c in chars)
 
 
