@@ -9,6 +9,7 @@
 #include "sequence.h"
 
 #include <ATen/Dispatch.h>
+#include <c10/core/DeviceGuard.h>
 
 #include <type_traits>
 
@@ -118,6 +119,8 @@ const Tensor* step_grad(const OptTensor& grad_y) {
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh) {
+    // Kernels launch on the current device's stream: make it the device of the tensors.
+    const c10::DeviceGuard guard(w_hh.device());
     const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
     const auto opts = w_hh.options();
     Tensor y = at::empty({T, B, H}, opts), cs = at::empty({T, B, H}, opts);
@@ -154,6 +157,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const OptTensor& grad_y, const OptTensor& grad_hT, const OptTensor& grad_cT, const Tensor& x,
     const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
     const Tensor& gates, const Tensor& cs) {
+    // Kernels launch on the current device's stream: make it the device of the tensors.
+    const c10::DeviceGuard guard(w_hh.device());
     const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
     Tensor dgates = at::empty({T, B, 4 * H}, gates.options());
     Tensor dh = initial_grad(grad_hT, h0), dc = initial_grad(grad_cT, c0);
@@ -177,6 +182,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
 std::tuple<Tensor, Tensor, Tensor> gru_forward(
     const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh) {
+    // Kernels launch on the current device's stream: make it the device of the tensors.
+    const c10::DeviceGuard guard(w_hh.device());
     const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
     const auto opts = w_hh.options();
     Tensor y = at::empty({T, B, H}, opts), save = at::empty({T, B, 4 * H}, opts);
@@ -212,6 +219,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& save) {
+    // Kernels launch on the current device's stream: make it the device of the tensors.
+    const c10::DeviceGuard guard(w_hh.device());
     const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
     Tensor dxproj = at::empty({T, B, 3 * H}, save.options());
     Tensor dhproj = at::empty({T, B, 3 * H}, save.options());
@@ -236,6 +245,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
 std::tuple<Tensor, Tensor> rnn_forward(
     const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool relu) {
+    // Kernels launch on the current device's stream: make it the device of the tensors.
+    const c10::DeviceGuard guard(w_hh.device());
     const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
     Tensor y = at::empty({T, B, H}, w_hh.options());
     const Tensor bias = bias_sum(b_ih, b_hh);
@@ -267,6 +278,8 @@ std::tuple<Tensor, Tensor> rnn_forward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, bool relu) {
+    // Kernels launch on the current device's stream: make it the device of the tensors.
+    const c10::DeviceGuard guard(w_hh.device());
     const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
     Tensor dpre = at::empty({T, B, H}, y.options());
     Tensor dh = initial_grad(grad_hT, h0);

@@ -344,7 +344,7 @@ def test_gru_weights_must_have_three_gates():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed devices need a CUDA device")
 def test_mixed_devices_rejected():
     x, h0, c0, *w = lstm_args()
-    with pytest.raises(RuntimeError, match="is on cpu but w_hh is on cuda"):
+    with pytest.raises(RuntimeError, match="is on cpu but w_(ih|hh) is on cuda.*move all inputs to one device"):
         ops.lstm(x, h0, c0, *[t.cuda() for t in w])
 
 
