@@ -123,6 +123,7 @@ setup(
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "typer>=0.12", "rich", "optuna>=3.6", "matplotlib"],
-    extras_require={"test": ["pytest"]},
+    # SQLAlchemy 2.1 reaches postgresql:// through psycopg 3, earlier versions through psycopg2.
+    extras_require={"test": ["pytest"], "postgres": ["psycopg[binary]", "psycopg2-binary"]},
     entry_points={"console_scripts": ["charlstm = charlstm_cli.main:app"]},
 )

@@ -1,0 +1,175 @@
+import io
+import http.server
+import random
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from charlstm.data.speeches import COPS_URL_ENV, Corpus, Vocab, load_corpus, strip_metadata
+
+WORDS = "the nation we our people é will “change” work and freedom".split()
+
+
+def speech(seed, words=60):
+    rng = random.Random(seed)
+    return " ".join(rng.choice(WORDS) for _ in range(words)) + ".\n"
+
+
+def test_strip_metadata_removes_the_president_line_and_tag_lines_only():
+    raw = ("President: Barack Obama\r\n\r\n<title=\"Remarks\">\n<date=May 1, 2011>\n"
+           "President Kennedy said: a <b> tag inside a line stays.\n  <title=\"x\">  \nEnd.\n")
+    assert strip_metadata(raw) == "President Kennedy said: a <b> tag inside a line stays.\nEnd."
+
+
+def test_strip_metadata_keeps_a_president_line_that_is_not_first():
+    assert strip_metadata("Hello.\nPresident: someone\n") == "Hello.\nPresident: someone"
+
+
+def test_vocab_is_sorted_keeps_unicode_and_round_trips():
+    text = "“Éa” ba\n…"
+    vocab = Vocab.from_text(text)
+    assert vocab.chars == sorted(set(text))
+    assert vocab.decode(vocab.encode(text)) == text
+    assert Vocab(list(vocab.chars)) == vocab
+
+
+def test_vocab_names_unknown_characters():
+    with pytest.raises(ValueError, match=r"'z', 'q'"):
+        Vocab.from_text("abc").encode("azqz")
+
+
+@pytest.mark.parametrize("bad", [[], ["ab"], ["a", "a"]])
+def test_vocab_rejects_malformed_lists(bad):
+    with pytest.raises(ValueError):
+        Vocab(bad)
+
+
+def write_speeches(root: Path, docs: dict):
+    for name, text in docs.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def test_directory_zip_and_single_file_give_the_same_text(tmp_path):
+    docs = {"b/2.txt": "President: B\n\n" + speech(2), "a.txt": "President: A\n\n" + speech(1),
+            "b/notes.md": "not a transcript"}
+    write_speeches(tmp_path / "dir", docs)
+    from_dir = load_corpus(tmp_path / "dir")
+    assert from_dir.documents == 2
+    assert from_dir.text == speech(1) + "\n" + speech(2)
+    assert "President" not in from_dir.text and "not a transcript" not in from_dir.text
+
+    archive = tmp_path / "speeches.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name, text in docs.items():
+            z.writestr("corpus/" + name, text)
+    assert load_corpus(archive).text == from_dir.text
+
+    single = tmp_path / "one.txt"
+    single.write_text("President: A\n\n" + speech(1), encoding="utf-8")
+    assert load_corpus(single).text == speech(1)
+
+
+def test_validation_is_the_last_tenth_in_one_block():
+    corpus = Corpus("abcdefghij" * 10, Vocab.from_text("abcdefghij"), 1, "x")
+    train, valid = corpus.split(0.1)
+    assert train + valid == corpus.text and len(valid) == 10 and valid == corpus.text[-10:]
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: p, "no .txt files"),
+    (lambda p: p / "missing", "does not exist"),
+    (lambda p: (p / "t.txt").write_text("President: X\n\n") and p / "t.txt", "no text"),
+])
+def test_bad_corpora_get_clear_errors(tmp_path, setup, message):
+    with pytest.raises(ValueError, match=message):
+        load_corpus(setup(tmp_path))
+
+
+def cops_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("Corpus of Presidential Speeches/obama/obama_speeches_000.txt",
+                   '<title="Inaugural">\n<date=January 20, 2009>\n' + speech(3))
+        z.writestr("Corpus of Presidential Speeches/obama/obama_speeches_001.txt",
+                   '<title="Second">\n<date=January 21, 2013>\n' + speech(4))
+        z.writestr("Corpus of Presidential Speeches/lincoln/lincoln_speeches_000.txt",
+                   '<title="Gettysburg">\n' + speech(5))
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server: path -> (status, body); records the paths requested."""
+    routes, requests = {}, []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            status, body = routes.get(self.path, (404, b"missing"))
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", routes, requests
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_cops_downloads_once_caches_and_selects_a_president(tmp_path, monkeypatch, server):
+    base, routes, requests = server
+    routes["/cops.zip"] = (200, cops_zip())
+    monkeypatch.setenv("CHARLSTM_HOME", str(tmp_path / "home"))
+    corpus = load_corpus("cops:obama", cops_url=base + "/cops.zip", progress=False)
+    assert corpus.documents == 2
+    assert corpus.text == speech(3) + "\n" + speech(4)
+    assert len(list((tmp_path / "home").rglob("*.zip"))) == 1
+
+    monkeypatch.setenv(COPS_URL_ENV, base + "/never-asked")
+    assert load_corpus("cops:Barack Obama", progress=False).text == corpus.text
+    assert load_corpus("cops:all", progress=False).documents == 3
+    assert requests == ["/cops.zip"]
+
+
+def test_cops_url_comes_from_the_environment(tmp_path, monkeypatch, server):
+    base, routes, requests = server
+    routes["/env.zip"] = (200, cops_zip())
+    monkeypatch.setenv("CHARLSTM_HOME", str(tmp_path))
+    monkeypatch.setenv(COPS_URL_ENV, base + "/env.zip")
+    assert load_corpus("cops:lincoln", progress=False).text == speech(5)
+    assert requests == ["/env.zip"]
+
+
+def test_cops_unknown_president_lists_the_folders(tmp_path, monkeypatch, server):
+    base, routes, _ = server
+    routes["/cops.zip"] = (200, cops_zip())
+    monkeypatch.setenv("CHARLSTM_HOME", str(tmp_path))
+    with pytest.raises(ValueError, match="lincoln, obama"):
+        load_corpus("cops:washington", cops_url=base + "/cops.zip", progress=False)
+
+
+def test_cops_that_is_not_a_zip_is_not_cached(tmp_path, monkeypatch, server):
+    base, routes, _ = server
+    routes["/page"] = (200, b"<html>login first</html>")
+    monkeypatch.setenv("CHARLSTM_HOME", str(tmp_path))
+    with pytest.raises(ValueError, match="did not return a zip"):
+        load_corpus("cops:obama", cops_url=base + "/page", progress=False)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_cops_download_failure_says_how_to_go_on(tmp_path, monkeypatch, server):
+    base, _, _ = server
+    monkeypatch.setenv("CHARLSTM_HOME", str(tmp_path))
+    with pytest.raises(ValueError, match="--cops-url"):
+        load_corpus("cops:obama", cops_url=base + "/gone", progress=False)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
