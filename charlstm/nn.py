@@ -50,6 +50,18 @@ class _Recurrent:
 
     _state_count = 1
 
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 backend="fused", device=None, dtype=None):
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                         dropout=dropout, device=device, dtype=dtype)
+        self.backend = _check_backend(backend)
+
+    def forward(self, input, hx=None):
+        return self._forward_layers(input, hx)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, backend={self.backend!r}"
+
     def _layer(self, fns, x, state, weights):
         raise NotImplementedError
 
@@ -111,55 +123,25 @@ class _Recurrent:
 class LSTM(_Recurrent, nn.LSTM):
     _state_count = 2
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 backend="fused", device=None, dtype=None):
-        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
-                         dropout=dropout, device=device, dtype=dtype)
-        self.backend = _check_backend(backend)
-
     def _layer(self, fns, x, state, weights):
         h0, c0 = state
         return fns.lstm(x, h0.contiguous(), c0.contiguous(), *weights)
 
-    def forward(self, input, hx=None):
-        return self._forward_layers(input, hx)
-
-    def extra_repr(self):
-        return f"{super().extra_repr()}, backend={self.backend!r}"
-
 
 class GRU(_Recurrent, nn.GRU):
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 backend="fused", device=None, dtype=None):
-        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
-                         dropout=dropout, device=device, dtype=dtype)
-        self.backend = _check_backend(backend)
-
     def _layer(self, fns, x, state, weights):
         return fns.gru(x, state[0].contiguous(), *weights)
-
-    def forward(self, input, hx=None):
-        return self._forward_layers(input, hx)
-
-    def extra_repr(self):
-        return f"{super().extra_repr()}, backend={self.backend!r}"
 
 
 class RNN(_Recurrent, nn.RNN):
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, backend="fused", device=None, dtype=None):
-        super().__init__(input_size, hidden_size, num_layers, nonlinearity=nonlinearity, bias=bias,
-                         batch_first=batch_first, dropout=dropout, device=device, dtype=dtype)
+        nn.RNN.__init__(self, input_size, hidden_size, num_layers, nonlinearity=nonlinearity, bias=bias,
+                        batch_first=batch_first, dropout=dropout, device=device, dtype=dtype)
         self.backend = _check_backend(backend)
 
     def _layer(self, fns, x, state, weights):
         return fns.rnn(x, state[0].contiguous(), *weights, nonlinearity=self.nonlinearity)
-
-    def forward(self, input, hx=None):
-        return self._forward_layers(input, hx)
-
-    def extra_repr(self):
-        return f"{super().extra_repr()}, backend={self.backend!r}"
 
 
 class _Cell:
