@@ -407,8 +407,11 @@ class Status:
 
 def unit_status(storage, claims: Claims, study, grid_units: list, run_id: str) -> Status:
     from optuna.trial import TrialState
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    # Claims first, trials second: a claim names a trial created before it, so every owner is in
+    # the trial list read after it. Read the other way round, a trial created and claimed in
+    # between looked ownerless, and a second worker took its unit over while it ran.
     owners = claims.owners(_study_id(storage, study))
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     status = Status()
     for unit in grid_units:
         owner = owners.get(unit.key)
@@ -416,12 +419,13 @@ def unit_status(storage, claims: Claims, study, grid_units: list, run_id: str) -
             status.claimable.append((unit, None))
             continue
         trial = trials.get(owner[1])
-        if trial is not None and trial.state == TrialState.COMPLETE:
-            status.done[unit.key] = trial
-        elif trial is not None and trial.state in (TrialState.RUNNING, TrialState.WAITING):
+        if trial is None:
             status.running += 1
-        elif trial is not None and trial.user_attrs.get("run_id") == run_id \
-                and "error" in trial.user_attrs:
+        elif trial.state == TrialState.COMPLETE:
+            status.done[unit.key] = trial
+        elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            status.running += 1
+        elif trial.user_attrs.get("run_id") == run_id and "error" in trial.user_attrs:
             status.failed[unit.key] = trial
         else:
             status.claimable.append((unit, owner[0]))
