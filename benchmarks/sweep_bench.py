@@ -4,7 +4,7 @@ Runs the whole grid with the fused backend and `--workers` processes, then a sub
 with the fused and the torch backends (same workers, same data) and prints their ratio. Writes
 JSON to benchmarks/results/sweep_bench.json. Run it on an otherwise idle machine:
 
-    python benchmarks/sweep_bench.py --data /work/shared/data/obama --workers 2
+    python benchmarks/sweep_bench.py --data ../shared/data/obama --workers 2
     python benchmarks/sweep_bench.py --data ... --scale 0.1   # 300 steps per run, a quick look
 """
 

@@ -5,7 +5,7 @@ start-up, data loading, training, validation and sampling all count, as they did
 assignment's TensorFlow notebook. Backends alternate within each repeat so that a noisy machine
 hurts them alike. Prints medians and ratios and writes JSON to benchmarks/results/.
 
-    python benchmarks/train_bench.py --data /work/shared/data/obama --threads 2
+    python benchmarks/train_bench.py --data ../shared/data/obama --threads 2
 """
 
 import argparse
