@@ -82,6 +82,16 @@ void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Ten
     }
 }
 
+// `out` holds the input projection (float input) or nothing yet (token ids, whose
+// projection the pointwise step gathers): add or write h_prev W_hh^T.
+void add_recurrent(Tensor out, const Tensor& h_prev, const Tensor& w_hh_t, bool ids) {
+    if (ids) {
+        at::mm_out(out, h_prev, w_hh_t);
+    } else {
+        out.addmm_(h_prev, w_hh_t);
+    }
+}
+
 // w_ih^T with a bias folded in: row v is the input projection of token v. Always a new tensor:
 // for a single-token vocabulary w_ih.t() already counts as contiguous, and adding the bias in
 // place would then write into the weights.
@@ -138,12 +148,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
         for (int64_t t = 0; t < T; ++t) {
             const Tensor h_prev = t == 0 ? h0 : y[t - 1];
             const Tensor c_prev = t == 0 ? c0 : cs[t - 1];
-            Tensor g = gates[t];
-            if (ids) {
-                at::mm_out(g, h_prev, w_hh_t);
-            } else {
-                g.addmm_(h_prev, w_hh_t);
-            }
+            const Tensor g = gates[t];
+            add_recurrent(g, h_prev, w_hh_t, ids);
             LstmForwardStep<typename Storage<scalar_t>::type> a{
                 ptr<scalar_t>(g), ids ? x[t].data_ptr<int64_t>() : nullptr, ptr<scalar_t>(table),
                 ptr<scalar_t>(c_prev), ptr<scalar_t>(cs[t]), ptr<scalar_t>(y[t]), B, H};
@@ -261,12 +267,8 @@ std::tuple<Tensor, Tensor> rnn_forward(
     CHARLSTM_DISPATCH(w_hh.scalar_type(), "rnn_forward", [&] {
         for (int64_t t = 0; t < T; ++t) {
             const Tensor h_prev = t == 0 ? h0 : y[t - 1];
-            Tensor h = y[t];
-            if (ids) {
-                at::mm_out(h, h_prev, w_hh_t);
-            } else {
-                h.addmm_(h_prev, w_hh_t);
-            }
+            const Tensor h = y[t];
+            add_recurrent(h, h_prev, w_hh_t, ids);
             RnnForwardStep<typename Storage<scalar_t>::type> a{
                 ptr<scalar_t>(h), ids ? x[t].data_ptr<int64_t>() : nullptr, ptr<scalar_t>(table), relu, B, H};
             CHARLSTM_STEP(rnn_forward_step, a, x);
