@@ -2,7 +2,12 @@
 
 A step is the assignment's: forward over T unrollings of a batch of 27-symbol text, a 27-way
 softmax cross-entropy over all T*B predictions, backward, gradient clipping to global norm 1.25,
-an SGD update; the LSTM state is carried (detached) from one step to the next. The backends are
+an SGD update; the LSTM state is carried (detached) from one step to the next.
+
+Backends: `fused` and `reference` are charlstm.nn.LSTM with that backend, and `torch` is
+torch.nn.LSTM, each in the same Python loop (nn.Linear, F.cross_entropy, autograd,
+clip_grad_norm_, torch.optim.SGD); `fused_step` is the whole step as one charlstm.ops.lm_sgd_step
+call on the same weights (torch.nn.LSTM's layout, both biases), as `charlstm train` runs it. The backends are
 timed in interleaved rounds in one process, so that a change in machine load hits them alike, and
 compared as ratios of medians.
 """
@@ -14,10 +19,11 @@ from dataclasses import asdict, dataclass
 import torch
 
 from charlstm import nn as cnn
+from charlstm import ops
 
 VOCAB = 27
 DEFAULT_SHAPES = ((64, 64, 10), (64, 128, 15), (64, 256, 10), (64, 64, 50))
-BACKENDS = ("fused", "reference", "torch")
+BACKENDS = ("fused", "fused_step", "reference", "torch")
 
 
 @dataclass
@@ -40,6 +46,14 @@ class _Step:
         self.windows = torch.randint(0, VOCAB, (8, unrollings + 1, batch), generator=gen).to(device)
         torch.manual_seed(seed)
         self.backend = backend
+        if backend == "fused_step":
+            # The same weights as torch.nn.LSTM and Linear, stepped by one charlstm.ops.lm_sgd_step.
+            self.lstm = cnn.LSTM(VOCAB, hidden).to(device)
+            self.w_out = torch.empty(hidden, VOCAB, device=device).uniform_(-hidden ** -0.5, hidden ** -0.5)
+            self.b_out = torch.zeros(VOCAB, device=device)
+            self.state = tuple(torch.zeros(batch, hidden, device=device) for _ in range(2))
+            self.i = 0
+            return
         if backend == "torch":
             self.lstm = torch.nn.LSTM(VOCAB, hidden).to(device)
         else:
@@ -53,6 +67,12 @@ class _Step:
     def __call__(self):
         window = self.windows[self.i % len(self.windows)]
         self.i += 1
+        if self.backend == "fused_step":
+            m = self.lstm
+            loss, _, _, self.state = ops.lm_sgd_step(window, self.state, m.weight_ih_l0, m.weight_hh_l0,
+                                                     m.bias_ih_l0, m.bias_hh_l0, self.w_out, self.b_out,
+                                                     lr=1.0, clip=1.25)
+            return loss
         inputs, targets = window[:-1], window[1:]
         if self.backend == "torch":
             inputs = torch.nn.functional.one_hot(inputs, VOCAB).float()
@@ -76,7 +96,8 @@ def bench_training_step(shapes=DEFAULT_SHAPES, backends=BACKENDS, rounds=15, ste
     """Median milliseconds per training step for each shape and backend, and the speed-up ratios.
 
     Returns {"timings": [StepTiming as dict...], "ratios": [{batch, hidden, unrollings,
-    "fused_vs_torch": torch/fused, "fused_vs_reference": reference/fused}], ...}.
+    "fused_vs_torch": torch/fused, "fused_vs_reference": reference/fused, and the same for
+    fused_step}], ...}.
     """
     timings, ratios = [], []
     for batch, hidden, unrollings in shapes:
@@ -99,9 +120,10 @@ def bench_training_step(shapes=DEFAULT_SHAPES, backends=BACKENDS, rounds=15, ste
             timings.append(asdict(StepTiming(batch, hidden, unrollings, b, medians[b], min(per_step[b]),
                                              rounds, steps_per_round)))
         row = {"batch": batch, "hidden": hidden, "unrollings": unrollings}
-        for other in ("torch", "reference"):
-            if "fused" in medians and other in medians:
-                row[f"fused_vs_{other}"] = medians[other] / medians["fused"]
+        for ours in ("fused", "fused_step"):
+            for other in ("torch", "reference"):
+                if ours in medians and other in medians:
+                    row[f"{ours}_vs_{other}"] = medians[other] / medians[ours]
         ratios.append(row)
         if log:
             log(row | {f"{b}_ms": round(m, 3) for b, m in medians.items()})

@@ -54,6 +54,32 @@ def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     return _ops.rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
 
 
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+
+
+def lm_sgd_step(window, state, w_ih, w_hh, b_ih, b_hh, w_out, b_out, *, cell="lstm", lr, clip):
+    """One training step of a character language model, in place -> (loss, norm, logits, state).
+
+    The step is the assignment's: the recurrence over token ids ``window[:-1]`` [T, B] from
+    ``state`` ((h, c) for the LSTM, (h,) otherwise), logits ``y @ w_out + b_out`` with w_out
+    [H, V], the mean softmax cross-entropy against ``window[1:]``, backward, every gradient scaled
+    by ``clip / max(norm, clip)`` (tf.clip_by_global_norm; ``clip <= 0`` turns it off), and
+    ``weight -= lr * gradient`` for all of w_ih, w_hh, the biases given, w_out and b_out.
+
+    It equals that step written with the autograd ops, clip_by_global_norm and plain SGD, and is
+    faster because nothing of it runs in Python. When the loss or the norm is not finite, no
+    weight changes. Returns the loss (0-dim), the gradient norm before clipping, the logits
+    [T * B, V] the loss was computed from, and the state after the window (a tuple like `state`).
+    """
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
+    c = state[1] if len(state) > 1 else None
+    with torch.no_grad():
+        loss, norm, logits, hT, cT = _ops.lm_sgd_step(window, state[0], c, w_ih, w_hh, b_ih, b_hh, w_out,
+                                                      b_out, cell, float(lr), float(clip))
+    return loss, norm, logits, ((hT, cT) if c is not None else (hT,))
+
+
 # ---- fake kernels: output shapes and dtypes only, for torch.compile and opcheck ----
 
 @torch.library.register_fake("charlstm::lstm_forward")
@@ -115,6 +141,13 @@ def _(grad_y, grad_hT, x, h0, w_ih, w_hh, y, save):
 def _(grad_y, grad_hT, x, h0, w_ih, w_hh, y, nonlinearity):
     dx, dw_ih = _input_grads_fake(x, w_ih)
     return dx, h0.new_empty(h0.shape), dw_ih, w_hh.new_empty(w_hh.shape), w_hh.new_empty(w_hh.shape[0])
+
+
+@torch.library.register_fake("charlstm::lm_sgd_step")
+def _(window, h, c, w_ih, w_hh, b_ih, b_hh, w_out, b_out, cell, lr, clip):
+    n = (window.shape[0] - 1) * window.shape[1]
+    return (w_hh.new_empty(()), w_hh.new_empty(()), w_hh.new_empty(n, w_out.shape[1]), h.new_empty(h.shape),
+            c.new_empty(c.shape) if c is not None else h.new_empty(0))
 
 
 # ---- autograd: the forward ops return their saved intermediates, the backward ops consume them ----

@@ -21,8 +21,9 @@ def parse_shapes(spec: str):
 def bench(
     shapes: Annotated[str, typer.Option(help="Comma-separated BATCHxHIDDENxUNROLLINGS shapes to time.")]
     = "64x64x10,64x128x15,64x256x10,64x64x50",
-    backends: Annotated[str, typer.Option(help="Comma-separated backends: fused, reference, torch.")]
-    = "fused,reference,torch",
+    backends: Annotated[str, typer.Option(
+        help="Comma-separated backends: fused, fused_step (the whole step as one op), reference, torch.")]
+    = "fused,fused_step,reference,torch",
     rounds: Annotated[int, typer.Option(min=1, help="Interleaved timing rounds; the median is reported.")] = 15,
     steps_per_round: Annotated[int, typer.Option(min=1, help="Training steps timed per round.")] = 10,
     device: Annotated[str, typer.Option(help="Device to time on: cpu or cuda.")] = "cpu",
@@ -55,12 +56,16 @@ def bench(
     from rich.table import Table
 
     table = Table(title=f"ms per training step (median of {rounds} rounds), {result['threads']} threads, {device}")
-    for col in ["batch", "hidden", "unrollings", *chosen, "torch / fused", "reference / fused"]:
+    ratio_keys = [k for k in ("fused_vs_torch", "fused_step_vs_torch", "fused_vs_reference")
+                  if any(k in r for r in result["ratios"])]
+    names = {"fused_vs_torch": "torch / fused", "fused_step_vs_torch": "torch / fused_step",
+             "fused_vs_reference": "reference / fused"}
+    for col in ["batch", "hidden", "unrollings", *chosen, *(names[k] for k in ratio_keys)]:
         table.add_column(col, justify="right")
     medians = {(t["batch"], t["hidden"], t["unrollings"], t["backend"]): t["median_ms"] for t in result["timings"]}
     for r in result["ratios"]:
         key = (r["batch"], r["hidden"], r["unrollings"])
         cells = [f"{medians[key + (b,)]:.2f}" for b in chosen]
-        ratios = [f"{r[k]:.2f}x" if k in r else "-" for k in ("fused_vs_torch", "fused_vs_reference")]
+        ratios = [f"{r[k]:.2f}x" if k in r else "-" for k in ratio_keys]
         table.add_row(*map(str, key), *cells, *ratios)
     Console().print(table)

@@ -6,9 +6,12 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <sstream>
 
+#include "lm_step.h"
 #include "sequence.h"
+#include "steps.h"
 
 #ifndef CHARLSTM_CUDA_ARCHS
 #define CHARLSTM_CUDA_ARCHS ""
@@ -194,6 +197,57 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward_op(
                         w_hh, y.contiguous(), relu_from(nonlinearity));
 }
 
+Cell cell_from(const std::string& name) {
+    if (name == "lstm") return Cell::Lstm;
+    if (name == "gru") return Cell::Gru;
+    if (name == "rnn_tanh") return Cell::RnnTanh;
+    if (name == "rnn_relu") return Cell::RnnRelu;
+    TORCH_CHECK(false, "cell must be \"lstm\", \"gru\", \"rnn_tanh\" or \"rnn_relu\", got \"", name, "\"");
+}
+
+// Token ids in `ids` must index a table of `size` rows.
+void check_ids(const Tensor& ids, const char* what, int64_t size, const char* size_name) {
+    const auto [lo, hi] = at::aminmax(ids);
+    const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
+    TORCH_CHECK(min >= 0 && max < size, what, " must lie in [0, ", size, ") (", size_name, "), got values from ",
+                min, " to ", max);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lm_sgd_step_op(
+    const Tensor& window, const Tensor& h, const OptTensor& c, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+    const OptTensor& b_hh, const Tensor& w_out, const Tensor& b_out, const std::string& cell_name,
+    double lr, double clip) {
+    const Cell cell = cell_from(cell_name);
+    const int64_t H = check_weights(cell == Cell::Lstm ? 4 : cell == Cell::Gru ? 3 : 1, w_ih, w_hh, b_ih, b_hh);
+    TORCH_CHECK(window.device() == w_ih.device(), "window is on ", window.device(), " but w_ih is on ",
+                w_ih.device(), ": move all inputs to one device");
+    TORCH_CHECK(window.scalar_type() == at::kLong, "window must hold int64 token ids, got dtype ",
+                window.scalar_type(), ": convert it with .long()");
+    TORCH_CHECK(window.dim() == 2 && window.size(0) >= 2 && window.size(1) > 0,
+                "window must have shape [T + 1, B] with T >= 1 and B >= 1 (inputs, then each one's "
+                "next token), got ", window.sizes());
+    const int64_t T = window.size(0) - 1, B = window.size(1);
+    check_like(w_out, "w_out", w_hh);
+    TORCH_CHECK(w_out.dim() == 2 && w_out.size(0) == H && w_out.size(1) > 0,
+                "w_out must have shape [", H, ", vocabulary] (hidden_size rows), got ", w_out.sizes());
+    check_like(b_out, "b_out", w_hh);
+    TORCH_CHECK(b_out.dim() == 1 && b_out.size(0) == w_out.size(1), "b_out must have shape [",
+                w_out.size(1), "] (w_out.size(1)), got ", b_out.sizes());
+    check_ids(window.narrow(0, 0, T), "input ids window[:-1]", w_ih.size(1), "input_size = w_ih.size(1)");
+    check_ids(window.narrow(0, 1, T), "target ids window[1:]", w_out.size(1), "vocabulary = w_out.size(1)");
+    const bool has_c = c.has_value() && c->defined();
+    TORCH_CHECK(has_c == (cell == Cell::Lstm), cell == Cell::Lstm ? "the LSTM needs a cell state c"
+                : "c must be None: only the LSTM has a cell state", " (cell \"", cell_name, "\")");
+    check_state(h, "h", B, H, w_hh);
+    if (has_c) check_state(*c, "c", B, H, w_hh);
+    TORCH_CHECK(std::isfinite(lr), "lr must be a finite number, got ", lr);
+    TORCH_CHECK(!std::isnan(clip), "clip must be a number (0 or less turns clipping off), got nan");
+    auto [loss, norm, logits, state] =
+        lm_sgd_step(window, has_c ? std::vector{h, *c} : std::vector{h}, cell, w_ih, w_hh, b_ih, b_hh, w_out,
+                    b_out, lr, clip);
+    return {loss, norm, logits, state[0], has_c ? state[1] : at::empty({0}, h.options())};
+}
+
 std::string build_info() {
     std::ostringstream s;
 #ifdef CHARLSTM_WITH_CUDA
@@ -207,12 +261,7 @@ std::string build_info() {
 #else
     s << "\"openmp\": false, ";
 #endif
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    s << "\"cpu_simd\": \"" << (avx2 ? "avx2+fma" : "baseline x86-64") << "\"}";
-#else
-    s << "\"cpu_simd\": \"compiler default\"}";
-#endif
+    s << "\"cpu_simd\": \"" << cpu::simd() << "\"}";
     return s.str();
 }
 
@@ -239,6 +288,12 @@ TORCH_LIBRARY(charlstm, m) {
           "str nonlinearity) -> Tensor");
     m.def("rnn_backward(Tensor? grad_y, Tensor? grad_hT, Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, "
           "Tensor y, str nonlinearity) -> (Tensor dx, Tensor dh0, Tensor dw_ih, Tensor dw_hh, Tensor db)");
+    // c is the LSTM's cell state; other cells pass None and get an empty cT back. (A Tensor[]
+    // state would read better, but torch.compile cannot functionalize a mutating op that returns
+    // a list.)
+    m.def("lm_sgd_step(Tensor window, Tensor h, Tensor? c, Tensor(a!) w_ih, Tensor(b!) w_hh, Tensor(c!)? b_ih, "
+          "Tensor(d!)? b_hh, Tensor(e!) w_out, Tensor(f!) b_out, str cell, float lr, float clip) "
+          "-> (Tensor loss, Tensor norm, Tensor logits, Tensor hT, Tensor cT)");
     m.def("build_info() -> str", &build_info);
 }
 
@@ -254,7 +309,8 @@ TORCH_LIBRARY(charlstm, m) {
     m.impl("gru_backward", &gru_backward_op);         \
     m.impl("rnn_forward", &rnn_forward_op);           \
     m.impl("rnn_cell", &rnn_cell_op);                 \
-    m.impl("rnn_backward", &rnn_backward_op);
+    m.impl("rnn_backward", &rnn_backward_op);         \
+    m.impl("lm_sgd_step", &lm_sgd_step_op);
 
 TORCH_LIBRARY_IMPL(charlstm, CPU, m) { CHARLSTM_REGISTER_IMPLS(m) }
 TORCH_LIBRARY_IMPL(charlstm, CUDA, m) { CHARLSTM_REGISTER_IMPLS(m) }

@@ -84,6 +84,12 @@ struct RnnBackwardStep {
 };
 
 namespace cpu {
+// The build of the float loops this process runs: "avx512", "avx2+fma" or "baseline x86-64" (or
+// "compiler default" off x86-64 GCC). The widest the processor has, unless the environment
+// variable CHARLSTM_CPU_SIMD names a narrower one (avx2 or baseline), which tests use to run
+// every build on one machine.
+const char* simd();
+
 template <typename S> void lstm_forward_step(const LstmForwardStep<S>& a);
 template <typename S> void lstm_backward_step(const LstmBackwardStep<S>& a);
 template <typename S> void gru_forward_step(const GruForwardStep<S>& a);

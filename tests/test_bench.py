@@ -10,11 +10,28 @@ from charlstm_cli.main import app
 def test_bench_reports_every_backend_and_ratios():
     result = bench_training_step(shapes=[(4, 8, 3)], rounds=2, steps_per_round=2, warmup=1)
     backends = {t["backend"] for t in result["timings"]}
-    assert backends == {"fused", "reference", "torch"}
+    assert backends == {"fused", "fused_step", "reference", "torch"}
     assert all(t["median_ms"] > 0 for t in result["timings"])
     (ratio,) = result["ratios"]
     med = {t["backend"]: t["median_ms"] for t in result["timings"]}
     assert ratio["fused_vs_torch"] == pytest.approx(med["torch"] / med["fused"])
+    assert ratio["fused_step_vs_torch"] == pytest.approx(med["torch"] / med["fused_step"])
+
+
+def test_fused_step_backend_trains_the_same_weights_as_the_fused_loop():
+    """The fused_step row times the same work: started alike, it moves the LSTM weights as the
+    autograd loop does (up to the clipping formula, tf's against torch's norm + 1e-6)."""
+    import torch
+
+    from charlstm.bench import _Step
+
+    loop, step = _Step("fused", 4, 8, 3, "cpu", 0), _Step("fused_step", 4, 8, 3, "cpu", 0)
+    with torch.no_grad():
+        step.w_out.copy_(loop.out.weight.t())
+        step.b_out.copy_(loop.out.bias)
+    for _ in range(3):
+        torch.testing.assert_close(step(), loop(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(step.lstm.weight_hh_l0, loop.lstm.weight_hh_l0, atol=1e-5, rtol=1e-5)
 
 
 def test_bench_cli_json_and_file(tmp_path):

@@ -367,3 +367,58 @@ def test_half_storage_error_within_twice_the_references(cell, dtype):
     for f, r, exact in zip([*out_f, *g_f], [*out_r, *g_r], [*out64, *g64]):
         assert f.dtype == dtype
         assert error(f, exact) <= 2 * error(r, exact) + floor
+
+
+# Run in a subprocess per CPU build: the float32 forward and gradients of every cell, fused and
+# float32 reference, each against the float64 reference; prints the build, the worst errors and
+# the largest exact value (the floor of the rule scales with it: these gradients reach ~30, where
+# one float32 ulp is ~2e-6).
+_BUILD_CHECK = r"""
+import json, torch, charlstm
+from charlstm import ops, reference
+torch.manual_seed(0)
+T, B, I, H = 7, 5, 27, 37
+out = {"cpu_kernels": charlstm.build_info()["cpu_kernels"], "errors": {}}
+for cell, G in (("lstm", 4), ("gru", 3), ("rnn", 1)):
+    w = [torch.randn(G * H, I) * 0.3, torch.randn(G * H, H) * 0.3, torch.randn(G * H) * 0.1, torch.randn(G * H) * 0.1]
+    x = torch.randn(T, B, I)
+    s = [torch.randn(B, H) * 0.5 for _ in range(2 if cell == "lstm" else 1)]
+    def run(lib, dtype):
+        leaves = [t.to(dtype).clone().requires_grad_() for t in (x, *s, *w)]
+        y, hT = getattr(lib, cell)(*leaves)
+        y.sum().backward()
+        return [y.detach().double()] + [t.grad.double() for t in leaves]
+    exact, ref32, fused = run(reference, torch.float64), run(reference, torch.float32), run(ops, torch.float32)
+    out["errors"][cell] = [[(f - e).abs().max().item(), (r - e).abs().max().item(), e.abs().max().item()]
+                           for f, r, e in zip(fused, ref32, exact)]
+print(json.dumps(out))
+"""
+
+_BUILD_NAMES = {"baseline": "baseline x86-64", "avx2": "avx2+fma"}
+
+
+@pytest.mark.parametrize("build", list(_BUILD_NAMES))
+def test_every_cpu_build_of_the_pointwise_loops_matches_the_reference(build):
+    """The loops are compiled per instruction set and one is picked at run time; the tests above
+    run the widest this machine has, CHARLSTM_CPU_SIMD selects the narrower ones here."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import charlstm
+
+    if build == "avx2" and charlstm.build_info()["cpu_kernels"] not in ("avx2+fma", "avx512"):
+        pytest.skip("this processor has no AVX2+FMA, so that build cannot run here")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, CHARLSTM_CPU_SIMD=build,
+               PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-c", _BUILD_CHECK], capture_output=True, text=True, env=env,
+                            cwd=root, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["cpu_kernels"] == _BUILD_NAMES[build]
+    for cell, pairs in report["errors"].items():
+        for k, (fused_err, ref_err, size) in enumerate(pairs):
+            assert fused_err <= 2 * ref_err + 1e-6 * max(1.0, size), (cell, k, fused_err, ref_err, size)

@@ -1,0 +1,94 @@
+// The whole training step of a character language model; see lm_step.h. The recurrence runs
+// through the same sequence drivers as the autograd ops, so both paths share every kernel.
+#include "lm_step.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "sequence.h"
+
+namespace charlstm {
+namespace {
+
+bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_step(
+    const at::Tensor& window, const std::vector<at::Tensor>& state, Cell cell, at::Tensor w_ih,
+    at::Tensor w_hh, std::optional<at::Tensor> b_ih, std::optional<at::Tensor> b_hh, at::Tensor w_out,
+    at::Tensor b_out, double lr, double clip) {
+    const int64_t T = window.size(0) - 1, B = window.size(1), N = T * B;
+    const at::Tensor inputs = window.narrow(0, 0, T).contiguous();
+    const at::Tensor targets = window.narrow(0, 1, T).reshape({N, 1});
+    const at::Tensor h0 = state[0].contiguous();
+    const std::optional<at::Tensor> bi = given(b_ih) ? std::optional(b_ih->contiguous()) : std::nullopt;
+    const std::optional<at::Tensor> bh = given(b_hh) ? std::optional(b_hh->contiguous()) : std::nullopt;
+    const bool relu = cell == Cell::RnnRelu;
+
+    // Forward through the recurrence, keeping what its backward needs.
+    at::Tensor y, c0, gates, cs, save;
+    std::vector<at::Tensor> next;
+    if (cell == Cell::Lstm) {
+        c0 = state[1].contiguous();
+        auto [y_, hT, cT, gates_, cs_] = lstm_forward(inputs, h0, c0, w_ih, w_hh, bi, bh);
+        y = y_, gates = gates_, cs = cs_, next = {hT, cT};
+    } else if (cell == Cell::Gru) {
+        auto [y_, hT, save_] = gru_forward(inputs, h0, w_ih, w_hh, bi, bh);
+        y = y_, save = save_, next = {hT};
+    } else {
+        auto [y_, hT] = rnn_forward(inputs, h0, w_ih, w_hh, bi, bh, relu);
+        y = y_, next = {hT};
+    }
+    const int64_t H = y.size(2);
+    const at::Tensor y2d = y.view({N, H});
+
+    // Softmax cross-entropy, mean over the N predictions, and its gradient (softmax - one-hot) / N.
+    const at::Tensor logits = at::addmm(b_out, y2d, w_out);
+    at::Tensor dlogits = at::log_softmax(logits, 1);
+    const at::Tensor picked = dlogits.gather(1, targets);
+    const at::Tensor loss = picked.mean().neg();
+    dlogits.exp_().scatter_(1, targets, picked.exp().sub_(1)).mul_(1.0 / static_cast<double>(N));
+    const at::Tensor dw_out = at::mm(y2d.t(), dlogits);
+    const at::Tensor db_out = dlogits.sum(0);
+    const at::Tensor dy = at::mm(dlogits, w_out.t()).view({T, B, H});
+
+    // Backward through the recurrence: (weight, gradient) for every weight that moves.
+    std::vector<std::pair<at::Tensor, at::Tensor>> moves;
+    if (cell == Cell::Gru) {
+        auto [dx, dh0, dw_ih, dw_hh, db_ih, db_hh] =
+            gru_backward(dy, std::nullopt, inputs, h0, w_ih, w_hh, y, save);
+        moves = {{w_ih, dw_ih}, {w_hh, dw_hh}};
+        if (bi) moves.emplace_back(*b_ih, db_ih);
+        if (bh) moves.emplace_back(*b_hh, db_hh);
+    } else {
+        at::Tensor dw_ih, dw_hh, db;
+        if (cell == Cell::Lstm) {
+            std::tie(std::ignore, std::ignore, std::ignore, dw_ih, dw_hh, db) =
+                lstm_backward(dy, std::nullopt, std::nullopt, inputs, h0, c0, w_ih, w_hh, y, gates, cs);
+        } else {
+            std::tie(std::ignore, std::ignore, dw_ih, dw_hh, db) =
+                rnn_backward(dy, std::nullopt, inputs, h0, w_ih, w_hh, y, relu);
+        }
+        moves = {{w_ih, dw_ih}, {w_hh, dw_hh}};
+        // Both biases feed the same pre-activations, so both get the same gradient.
+        if (bi) moves.emplace_back(*b_ih, db);
+        if (bh) moves.emplace_back(*b_hh, db);
+    }
+    moves.emplace_back(w_out, dw_out);
+    moves.emplace_back(b_out, db_out);
+
+    // Global norm over every gradient, then the clipped update (none if anything is not finite).
+    std::vector<at::Tensor> norms;
+    for (const auto& [weight, grad] : moves) norms.push_back(at::linalg_vector_norm(grad));
+    const at::Tensor norm = at::linalg_vector_norm(at::stack(norms));
+    const double norm_value = norm.item<double>(), loss_value = loss.item<double>();
+    if (std::isfinite(norm_value) && std::isfinite(loss_value)) {
+        const double scale = clip > 0 ? clip / std::max(norm_value, clip) : 1.0;
+        for (auto& [weight, grad] : moves) weight.add_(grad, -lr * scale);
+    }
+    return {loss, norm, logits, next};
+}
+
+}  // namespace charlstm
