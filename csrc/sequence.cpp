@@ -85,26 +85,41 @@ void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Ten
     }
 }
 
-// out[M, N] = a[M, K] b[K, N], or += when `accumulate`; every operand has rows of unit stride.
+// `rows` consecutive rows of a contiguous tensor whose last dimension is the row, starting at row
+// `first` of its flattened view. The drivers name each step's [B, N] block this way: the CPU path
+// needs only its address, and making a tensor (select) for every operand of every step cost about
+// a microsecond each, ~100 per training step.
+struct Rows {
+    const Tensor& base;
+    int64_t first, rows;
+
+    int64_t cols() const { return base.size(-1); }
+    Tensor view() const { return base.view({-1, cols()}).narrow(0, first, rows); }
+    template <typename T> T* data() const { return base.data_ptr<T>() + first * cols(); }
+};
+
+Rows all_rows(const Tensor& t) { return {t, 0, t.numel() / std::max<int64_t>(t.size(-1), 1)}; }
+
+// out[M, N] = a[M, K] b[K, N], or += when `accumulate`; b is contiguous.
 // Float products on the CPU run oneDNN's batch-reduce GEMM kernel (through ATen's cpublas, which
 // falls back to BLAS where oneDNN lacks it), the columns split between the threads: at the
 // per-step shapes here ([64, H] x [H, 4H]) it is 1.3-1.8x faster than at::mm, whose threading and
 // packing of b cost as much as the product. Everything else goes to at::mm.
-void product(Tensor out, const Tensor& a, const Tensor& b, bool accumulate) {
-    const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
-    if (!out.is_cpu() || out.scalar_type() != at::kFloat || M == 0 || K == 0 || N == 0) {
+void product(const Rows& out, const Rows& a, const Tensor& b, bool accumulate) {
+    const int64_t M = a.rows, K = a.cols(), N = b.size(1);
+    if (!b.is_cpu() || b.scalar_type() != at::kFloat || M == 0 || K == 0 || N == 0) {
+        Tensor o = out.view();
         if (accumulate) {
-            out.addmm_(a, b);
+            o.addmm_(a.view(), b);
         } else {
-            at::mm_out(out, a, b);
+            at::mm_out(o, a.view(), b);
         }
         return;
     }
-    TORCH_INTERNAL_ASSERT(a.stride(1) == 1 && b.stride(1) == 1 && out.stride(1) == 1);
-    const float* pa = a.data_ptr<float>();
+    const float* pa = a.data<float>();
     const float* pb = b.data_ptr<float>();
-    float* pc = out.data_ptr<float>();
-    const int64_t lda = a.stride(0), ldb = b.stride(0), ldc = out.stride(0);
+    float* pc = out.data<float>();
+    const int64_t lda = K, ldb = N, ldc = N;
     // Column blocks of 16 (one AVX-512 register), as few per thread as the thread count allows;
     // products below ~64k multiply-adds stay on one thread, where a fork costs more than it saves.
     const int64_t blocks = (N + 15) / 16;
@@ -122,9 +137,9 @@ void product(Tensor out, const Tensor& a, const Tensor& b, bool accumulate) {
 }
 
 // A new contiguous tensor holding the 2-D `w` transposed (never a view of `w`, which a plain
-// .t().contiguous() returns when one side has length 1). On the CPU a tiled copy split between the threads:
-// ATen's transpose copy runs on one thread and took ~150 us for a 1024 x 256 weight, longer than
-// one step's product.
+// .t().contiguous() returns when one side has length 1). On the CPU a blocked copy split between
+// the threads: ATen's transpose copy runs on one thread and took ~150 us for a 1024 x 256 weight,
+// longer than one step's product.
 Tensor transposed(const Tensor& w) {
     if (!w.is_cpu() || w.numel() == 0) {
         return w.t().clone(at::MemoryFormat::Contiguous);
@@ -135,17 +150,28 @@ Tensor transposed(const Tensor& w) {
     AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "transposed", [&] {
         const scalar_t* in = src.data_ptr<scalar_t>();
         scalar_t* o = out.data_ptr<scalar_t>();
-        constexpr int64_t tile = 32;
-        // Tiles of 32 x 32 stay in L1 while one side is read and the other written.
+        // Blocks of 16 x 16 go through a local buffer: each input row segment is read whole, each
+        // output one written whole. (Reading a 32-wide tile column by column hits the same cache
+        // sets again and again when a row is a multiple of 4 KB: a 256 x 1024 weight took ~290 us
+        // that way, ~55 us like this, and ATen's one-thread copy ~140 us.)
+        constexpr int64_t tile = 16;
         at::parallel_for(0, (R + tile - 1) / tile, std::max<int64_t>(1, 16384 / (tile * C)),
                          [&](int64_t b0, int64_t b1) {
             for (int64_t rb = b0 * tile; rb < std::min(R, b1 * tile); rb += tile) {
-                const int64_t r1 = std::min(R, rb + tile);
+                const int64_t rn = std::min(R - rb, tile);
                 for (int64_t cb = 0; cb < C; cb += tile) {
-                    const int64_t c1 = std::min(C, cb + tile);
-                    for (int64_t c = cb; c < c1; ++c) {
-                        for (int64_t r = rb; r < r1; ++r) {
-                            o[c * R + r] = in[r * C + c];
+                    const int64_t cn = std::min(C - cb, tile);
+                    if (rn == tile && cn == tile) {
+                        scalar_t block[tile][tile];
+                        for (int64_t i = 0; i < tile; ++i) {
+                            for (int64_t j = 0; j < tile; ++j) block[j][i] = in[(rb + i) * C + cb + j];
+                        }
+                        for (int64_t j = 0; j < tile; ++j) {
+                            for (int64_t i = 0; i < tile; ++i) o[(cb + j) * R + rb + i] = block[j][i];
+                        }
+                    } else {
+                        for (int64_t i = 0; i < rn; ++i) {
+                            for (int64_t j = 0; j < cn; ++j) o[(cb + j) * R + rb + i] = in[(rb + i) * C + cb + j];
                         }
                     }
                 }
@@ -162,6 +188,21 @@ Tensor gather_table(const Tensor& w_ih, const Tensor& bias) {
     return bias.defined() ? table.add_(bias) : table;
 }
 
+// dpre^T x: the weight gradient [G*H, K] of a layer whose pre-activation gradients are dpre
+// [N, G*H] for inputs x [N, K], summed over all N rows in one product. On the CPU, in float, it is
+// computed transposed (x^T dpre: row-major operands for brgemm) and transposed back: at
+// N = 640, K = 256, G*H = 1024 that took ~1.5 ms plus ~0.1 ms of copies against ~1.8 ms for
+// at::mm on the transposed view.
+Tensor weight_grad(const Tensor& dpre, const Tensor& x) {
+    if (!dpre.is_cpu() || dpre.scalar_type() != at::kFloat || dpre.numel() == 0 || x.numel() == 0) {
+        return dpre.t().mm(x);
+    }
+    const Tensor xt = transposed(x), d = dpre.contiguous();
+    Tensor grad_t = at::empty({x.size(1), dpre.size(1)}, dpre.options());
+    product(all_rows(grad_t), all_rows(xt), d, false);
+    return transposed(grad_t);
+}
+
 // [T*B, H]: the hidden state each step started from (h0, y[0], ..., y[T-2]).
 Tensor previous_states(const Tensor& h0, const Tensor& y) {
     const int64_t T = y.size(0);
@@ -176,7 +217,7 @@ std::tuple<Tensor, Tensor> input_grads(const Tensor& dpre, const Tensor& x, cons
         return {transposed(dtable), at::empty({0}, w_ih.options())};
     }
     const Tensor x2d = x.reshape({-1, x.size(2)});
-    return {dpre.t().mm(x2d), dpre.mm(w_ih).view(x.sizes())};
+    return {weight_grad(dpre, x2d), dpre.mm(w_ih).view(x.sizes())};
 }
 
 Tensor initial_grad(const OptTensor& g, const Tensor& like) {
@@ -208,14 +249,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     }
     const Tensor w_hh_t = transposed(w_hh);
     CHARLSTM_DISPATCH(w_hh.scalar_type(), "lstm_forward", [&] {
+        const auto g = ptr<scalar_t>(gates), yp = ptr<scalar_t>(y), c = ptr<scalar_t>(cs);
         for (int64_t t = 0; t < T; ++t) {
-            const Tensor h_prev = t == 0 ? h0 : y[t - 1];
-            const Tensor c_prev = t == 0 ? c0 : cs[t - 1];
-            const Tensor g = gates[t];
-            product(g, h_prev, w_hh_t, !ids);
+            product(Rows{gates, t * B, B}, t == 0 ? Rows{h0, 0, B} : Rows{y, (t - 1) * B, B}, w_hh_t, !ids);
             LstmForwardStep<typename Storage<scalar_t>::type> a{
-                ptr<scalar_t>(g), ids ? x[t].data_ptr<int64_t>() : nullptr, ptr<scalar_t>(table),
-                ptr<scalar_t>(c_prev), ptr<scalar_t>(cs[t]), ptr<scalar_t>(y[t]), B, H};
+                g + t * B * 4 * H, ids ? x.data_ptr<int64_t>() + t * B : nullptr, ptr<scalar_t>(table),
+                t == 0 ? ptr<scalar_t>(c0) : c + (t - 1) * B * H, c + t * B * H, yp + t * B * H, B, H};
             CHARLSTM_STEP(lstm_forward_step, a, x);
         }
     });
@@ -234,19 +273,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const Tensor* gy = step_grad(grad_y);
     const Tensor w_hh_c = w_hh.contiguous();
     CHARLSTM_DISPATCH(w_hh.scalar_type(), "lstm_backward", [&] {
+        const auto g = ptr<scalar_t>(gates), c = ptr<scalar_t>(cs), dg = ptr<scalar_t>(dgates);
+        const auto dy = gy ? ptr<scalar_t>(*gy) : nullptr;
         for (int64_t t = T - 1; t >= 0; --t) {
-            const Tensor dg = dgates[t];
             LstmBackwardStep<typename Storage<scalar_t>::type> a{
-                ptr<scalar_t>(gates[t]), ptr<scalar_t>(t == 0 ? c0 : cs[t - 1]), ptr<scalar_t>(cs[t]),
-                gy ? ptr<scalar_t>((*gy)[t]) : nullptr, ptr<scalar_t>(dh), ptr<scalar_t>(dc),
-                ptr<scalar_t>(dg), B, H};
+                g + t * B * 4 * H, t == 0 ? ptr<scalar_t>(c0) : c + (t - 1) * B * H, c + t * B * H,
+                dy ? dy + t * B * H : nullptr, ptr<scalar_t>(dh), ptr<scalar_t>(dc), dg + t * B * 4 * H, B, H};
             CHARLSTM_STEP(lstm_backward_step, a, y);
-            product(dh, dg, w_hh_c, false);
+            product(all_rows(dh), Rows{dgates, t * B, B}, w_hh_c, false);
         }
     });
     const Tensor dpre = dgates.view({T * B, 4 * H});
     auto [dw_ih, dx] = input_grads(dpre, x, w_ih);
-    return {dx, dh, dc, dw_ih, dpre.t().mm(previous_states(h0, y)), dpre.sum(0)};
+    return {dx, dh, dc, dw_ih, weight_grad(dpre, previous_states(h0, y)), dpre.sum(0)};
 }
 
 std::tuple<Tensor, Tensor, Tensor> gru_forward(
@@ -269,16 +308,16 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
     }
     const Tensor w_hh_t = transposed(w_hh);
     CHARLSTM_DISPATCH(w_hh.scalar_type(), "gru_forward", [&] {
+        const auto yp = ptr<scalar_t>(y), sp = ptr<scalar_t>(save), xp = ptr<scalar_t>(xproj);
         for (int64_t t = 0; t < T; ++t) {
-            const Tensor h_prev = t == 0 ? h0 : y[t - 1];
             if (bias_hh.defined()) {
                 hproj.copy_(bias_hh.expand_as(hproj));
             }
-            product(hproj, h_prev, w_hh_t, bias_hh.defined());
+            product(all_rows(hproj), t == 0 ? Rows{h0, 0, B} : Rows{y, (t - 1) * B, B}, w_hh_t, bias_hh.defined());
             GruForwardStep<typename Storage<scalar_t>::type> a{
-                ids ? nullptr : ptr<scalar_t>(xproj[t]), ids ? x[t].data_ptr<int64_t>() : nullptr,
-                ptr<scalar_t>(table), ptr<scalar_t>(hproj), ptr<scalar_t>(h_prev), ptr<scalar_t>(save[t]),
-                ptr<scalar_t>(y[t]), B, H};
+                ids ? nullptr : xp + t * B * 3 * H, ids ? x.data_ptr<int64_t>() + t * B : nullptr,
+                ptr<scalar_t>(table), ptr<scalar_t>(hproj), t == 0 ? ptr<scalar_t>(h0) : yp + (t - 1) * B * H,
+                sp + t * B * 4 * H, yp + t * B * H, B, H};
             CHARLSTM_STEP(gru_forward_step, a, x);
         }
     });
@@ -297,19 +336,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const Tensor* gy = step_grad(grad_y);
     const Tensor w_hh_c = w_hh.contiguous();
     CHARLSTM_DISPATCH(w_hh.scalar_type(), "gru_backward", [&] {
+        const auto sp = ptr<scalar_t>(save), yp = ptr<scalar_t>(y), dxp = ptr<scalar_t>(dxproj);
+        const auto dhp = ptr<scalar_t>(dhproj), dy = gy ? ptr<scalar_t>(*gy) : nullptr;
         for (int64_t t = T - 1; t >= 0; --t) {
-            const Tensor dhp = dhproj[t];
             GruBackwardStep<typename Storage<scalar_t>::type> a{
-                ptr<scalar_t>(save[t]), ptr<scalar_t>(t == 0 ? h0 : y[t - 1]),
-                gy ? ptr<scalar_t>((*gy)[t]) : nullptr, ptr<scalar_t>(dh), ptr<scalar_t>(dxproj[t]),
-                ptr<scalar_t>(dhp), B, H};
+                sp + t * B * 4 * H, t == 0 ? ptr<scalar_t>(h0) : yp + (t - 1) * B * H,
+                dy ? dy + t * B * H : nullptr, ptr<scalar_t>(dh), dxp + t * B * 3 * H, dhp + t * B * 3 * H, B, H};
             CHARLSTM_STEP(gru_backward_step, a, y);
-            product(dh, dhp, w_hh_c, true);
+            product(all_rows(dh), Rows{dhproj, t * B, B}, w_hh_c, true);
         }
     });
     const Tensor dx2d = dxproj.view({T * B, 3 * H}), dh2d = dhproj.view({T * B, 3 * H});
     auto [dw_ih, dx] = input_grads(dx2d, x, w_ih);
-    return {dx, dh, dw_ih, dh2d.t().mm(previous_states(h0, y)), dx2d.sum(0), dh2d.sum(0)};
+    return {dx, dh, dw_ih, weight_grad(dh2d, previous_states(h0, y)), dx2d.sum(0), dh2d.sum(0)};
 }
 
 std::tuple<Tensor, Tensor> rnn_forward(
@@ -329,12 +368,11 @@ std::tuple<Tensor, Tensor> rnn_forward(
     }
     const Tensor w_hh_t = transposed(w_hh);
     CHARLSTM_DISPATCH(w_hh.scalar_type(), "rnn_forward", [&] {
+        const auto yp = ptr<scalar_t>(y);
         for (int64_t t = 0; t < T; ++t) {
-            const Tensor h_prev = t == 0 ? h0 : y[t - 1];
-            const Tensor h = y[t];
-            product(h, h_prev, w_hh_t, !ids);
+            product(Rows{y, t * B, B}, t == 0 ? Rows{h0, 0, B} : Rows{y, (t - 1) * B, B}, w_hh_t, !ids);
             RnnForwardStep<typename Storage<scalar_t>::type> a{
-                ptr<scalar_t>(h), ids ? x[t].data_ptr<int64_t>() : nullptr, ptr<scalar_t>(table), relu, B, H};
+                yp + t * B * H, ids ? x.data_ptr<int64_t>() + t * B : nullptr, ptr<scalar_t>(table), relu, B, H};
             CHARLSTM_STEP(rnn_forward_step, a, x);
         }
     });
@@ -352,18 +390,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const Tensor* gy = step_grad(grad_y);
     const Tensor w_hh_c = w_hh.contiguous();
     CHARLSTM_DISPATCH(w_hh.scalar_type(), "rnn_backward", [&] {
+        const auto yp = ptr<scalar_t>(y), dp = ptr<scalar_t>(dpre), dy = gy ? ptr<scalar_t>(*gy) : nullptr;
         for (int64_t t = T - 1; t >= 0; --t) {
-            const Tensor d = dpre[t];
             RnnBackwardStep<typename Storage<scalar_t>::type> a{
-                ptr<scalar_t>(y[t]), gy ? ptr<scalar_t>((*gy)[t]) : nullptr, ptr<scalar_t>(dh),
-                ptr<scalar_t>(d), relu, B, H};
+                yp + t * B * H, dy ? dy + t * B * H : nullptr, ptr<scalar_t>(dh), dp + t * B * H, relu, B, H};
             CHARLSTM_STEP(rnn_backward_step, a, y);
-            product(dh, d, w_hh_c, false);
+            product(all_rows(dh), Rows{dpre, t * B, B}, w_hh_c, false);
         }
     });
     const Tensor d2d = dpre.view({T * B, H});
     auto [dw_ih, dx] = input_grads(d2d, x, w_ih);
-    return {dx, dh, dw_ih, d2d.t().mm(previous_states(h0, y)), d2d.sum(0)};
+    return {dx, dh, dw_ih, weight_grad(d2d, previous_states(h0, y)), d2d.sum(0)};
 }
 
 }  // namespace charlstm
