@@ -158,6 +158,18 @@ def sgd_step_(parameters, lr: float) -> None:
         p.grad = None
 
 
+FUSED_CELLS = {"lstm": "lstm", "gru": "gru", "rnn": "rnn_tanh"}
+
+
+def fused_step(model: UdacityLM, window: torch.Tensor, state, lr: float, clip: float):
+    """One training step as charlstm.ops.lm_sgd_step: forward, loss, backward, clip_global_norm_
+    and sgd_step_ in one call -> (loss, norm, logits [T * B, 27], state after the window)."""
+    from charlstm import ops
+
+    return ops.lm_sgd_step(window, state, model.weight_ih, model.weight_hh, model.bias_ih, None, model.w, model.b,
+                           cell=FUSED_CELLS[model.cell], lr=lr, clip=clip)
+
+
 @torch.no_grad()
 def validation_nll(model: UdacityLM, valid_ids: torch.Tensor) -> float:
     """Mean negative log-likelihood (nats) of each validation character given the ones before it.
@@ -254,10 +266,14 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
         while step < config.steps:
             lr = learning_rate(config, step)
             window = batches.next().to(device, non_blocking=True)
-            logits, next_state = model(window[:-1], state)
-            loss = F.cross_entropy(logits.reshape(-1, model.vocab_size), window[1:].reshape(-1))
-            loss.backward()
-            norm = clip_global_norm_(parameters, config.clip)
+            if config.backend == "fused":
+                # The whole step in one op; it changes no weight when the loss or norm is not finite.
+                loss, norm, logits, next_state = fused_step(model, window, state, lr, config.clip)
+            else:
+                logits, next_state = model(window[:-1], state)
+                loss = F.cross_entropy(logits.reshape(-1, model.vocab_size), window[1:].reshape(-1))
+                loss.backward()
+                norm = clip_global_norm_(parameters, config.clip)
             loss_value = loss.item()
             if not (math.isfinite(loss_value) and torch.isfinite(norm).item()):
                 what = (f"loss became {loss_value}" if not math.isfinite(loss_value)
@@ -266,7 +282,8 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
                         if out is not None and (out / CHECKPOINT).exists() else "")
                 raise TrainingDiverged(f"the {what} at step {step}: lower --lr (now {config.lr}) or "
                                        f"--clip (now {config.clip}){kept}")
-            sgd_step_(parameters, lr)
+            if config.backend != "fused":
+                sgd_step_(parameters, lr)
             state = tuple(s.detach() for s in next_state)
             mean_loss += loss_value
             bar.advance(loss_value, lr)
