@@ -2,11 +2,14 @@
 // through the same sequence drivers as the autograd ops, so both paths share every kernel.
 #include "lm_step.h"
 
+#include <ATen/Dispatch.h>
+
 #include <algorithm>
 #include <cmath>
 #include <utility>
 
 #include "sequence.h"
+#include "steps.h"
 
 namespace charlstm {
 namespace {
@@ -45,14 +48,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_s
     const at::Tensor y2d = y.view({N, H});
 
     // Softmax cross-entropy, mean over the N predictions, and its gradient (softmax - one-hot) / N.
-    const at::Tensor logits = at::addmm(b_out, y2d, w_out);
-    at::Tensor dlogits = at::log_softmax(logits, 1);
-    const at::Tensor picked = dlogits.gather(1, targets);
-    const at::Tensor loss = picked.mean().neg();
-    dlogits.exp_().scatter_(1, targets, picked.exp().sub_(1)).mul_(1.0 / static_cast<double>(N));
-    const at::Tensor dw_out = at::mm(y2d.t(), dlogits);
+    const at::Tensor logits = linear(y2d, w_out, b_out);
+    at::Tensor loss, dlogits;
+    if (logits.is_cpu()) {
+        const int64_t V = logits.size(1);
+        dlogits = at::empty_like(logits);
+        const at::Tensor row_loss = at::empty({N}, logits.options());
+        AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "lm_sgd_step", [&] {
+            cpu::xent_step(XentStep<scalar_t>{logits.data_ptr<scalar_t>(), targets.data_ptr<int64_t>(),
+                                              dlogits.data_ptr<scalar_t>(), row_loss.data_ptr<scalar_t>(),
+                                              scalar_t(1) / static_cast<scalar_t>(N), N, V});
+        });
+        loss = row_loss.mean();
+    } else {
+        dlogits = at::log_softmax(logits, 1);
+        const at::Tensor picked = dlogits.gather(1, targets);
+        loss = picked.mean().neg();
+        dlogits.exp_().scatter_(1, targets, picked.exp().sub_(1)).mul_(1.0 / static_cast<double>(N));
+    }
+    const at::Tensor dw_out = transposed_product(y2d, dlogits);
     const at::Tensor db_out = dlogits.sum(0);
-    const at::Tensor dy = at::mm(dlogits, w_out.t()).view({T, B, H});
+    const at::Tensor dy = linear(dlogits, transpose(w_out), at::Tensor()).view({T, B, H});
 
     // Backward through the recurrence: (weight, gradient) for every weight that moves.
     std::vector<std::pair<at::Tensor, at::Tensor>> moves;
@@ -80,13 +96,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_s
     moves.emplace_back(b_out, db_out);
 
     // Global norm over every gradient, then the clipped update (none if anything is not finite).
-    std::vector<at::Tensor> norms;
-    for (const auto& [weight, grad] : moves) norms.push_back(at::linalg_vector_norm(grad));
-    const at::Tensor norm = at::linalg_vector_norm(at::stack(norms));
+    std::vector<at::Tensor> weights, grads;
+    for (const auto& [weight, grad] : moves) {
+        weights.push_back(weight);
+        grads.push_back(grad);
+    }
+    const at::Tensor norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads)));
     const double norm_value = norm.item<double>(), loss_value = loss.item<double>();
     if (std::isfinite(norm_value) && std::isfinite(loss_value)) {
         const double scale = clip > 0 ? clip / std::max(norm_value, clip) : 1.0;
-        for (auto& [weight, grad] : moves) weight.add_(grad, -lr * scale);
+        at::_foreach_add_(weights, grads, -lr * scale);
     }
     return {loss, norm, logits, next};
 }

@@ -188,6 +188,33 @@ Tensor gather_table(const Tensor& w_ih, const Tensor& bias) {
     return bias.defined() ? table.add_(bias) : table;
 }
 
+}  // namespace
+
+Tensor transposed_product(const Tensor& x, const Tensor& d) {
+    if (!d.is_cpu() || d.scalar_type() != at::kFloat || d.numel() == 0 || x.numel() == 0) {
+        return x.t().mm(d);
+    }
+    const Tensor xt = transposed(x), dc = d.contiguous();
+    Tensor out = at::empty({x.size(1), d.size(1)}, d.options());
+    product(all_rows(out), all_rows(xt), dc, false);
+    return out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+    const Tensor xc = x.contiguous(), wc = w.contiguous();
+    if (!wc.is_cpu() || wc.scalar_type() != at::kFloat) {
+        return bias.defined() ? at::addmm(bias, xc, wc) : at::mm(xc, wc);
+    }
+    Tensor out = bias.defined() ? bias.expand({xc.size(0), wc.size(1)}).contiguous()
+                                : at::empty({xc.size(0), wc.size(1)}, wc.options());
+    product(all_rows(out), all_rows(xc), wc, bias.defined());
+    return out;
+}
+
+Tensor transpose(const Tensor& w) { return transposed(w); }
+
+namespace {
+
 // dpre^T x: the weight gradient [G*H, K] of a layer whose pre-activation gradients are dpre
 // [N, G*H] for inputs x [N, K], summed over all N rows in one product. On the CPU, in float, it is
 // computed transposed (x^T dpre: row-major operands for brgemm) and transposed back: at
@@ -197,10 +224,7 @@ Tensor weight_grad(const Tensor& dpre, const Tensor& x) {
     if (!dpre.is_cpu() || dpre.scalar_type() != at::kFloat || dpre.numel() == 0 || x.numel() == 0) {
         return dpre.t().mm(x);
     }
-    const Tensor xt = transposed(x), d = dpre.contiguous();
-    Tensor grad_t = at::empty({x.size(1), dpre.size(1)}, dpre.options());
-    product(all_rows(grad_t), all_rows(xt), d, false);
-    return transposed(grad_t);
+    return transposed(transposed_product(x, dpre));
 }
 
 // [T*B, H]: the hidden state each step started from (h0, y[0], ..., y[T-2]).

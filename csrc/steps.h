@@ -83,6 +83,19 @@ struct RnnBackwardStep {
     int64_t batch, hidden;
 };
 
+// Softmax cross-entropy of each row of logits [B, V] (`hidden` holds V) against its target:
+// row_loss[b] = logsumexp(logits[b]) - logits[b, targets[b]], and grad[b] = scale * (softmax -
+// one-hot). CPU only (the CUDA path uses ATen's softmax).
+template <typename S>
+struct XentStep {
+    const S* logits;      // [B, V]
+    const int64_t* targets;  // [B]
+    S* grad;              // [B, V] out
+    S* row_loss;          // [B] out
+    S scale;
+    int64_t batch, hidden;
+};
+
 namespace cpu {
 // The build of the float loops this process runs: "avx512", "avx2+fma" or "baseline x86-64" (or
 // "compiler default" off x86-64 GCC). The widest the processor has, unless the environment
@@ -96,6 +109,7 @@ template <typename S> void gru_forward_step(const GruForwardStep<S>& a);
 template <typename S> void gru_backward_step(const GruBackwardStep<S>& a);
 template <typename S> void rnn_forward_step(const RnnForwardStep<S>& a);
 template <typename S> void rnn_backward_step(const RnnBackwardStep<S>& a);
+template <typename S> void xent_step(const XentStep<S>& a);
 }  // namespace cpu
 
 namespace cuda {

@@ -158,6 +158,31 @@ CHARLSTM_ALWAYS_INLINE void rnn_backward_rows(const RnnBackwardStep<S>& a, int64
     }
 }
 
+template <typename S>
+CHARLSTM_ALWAYS_INLINE void xent_rows(const XentStep<S>& a, int64_t b0, int64_t b1) {
+    const int64_t V = a.hidden;
+    for (int64_t b = b0; b < b1; ++b) {
+        const S* z = a.logits + b * V;
+        S* g = a.grad + b * V;
+        S m = z[0];
+        for (int64_t j = 1; j < V; ++j) m = z[j] > m ? z[j] : m;
+        // A NaN logit never becomes the maximum, but its exponential makes the sum NaN.
+        S sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < V; ++j) {
+            const S e = cells::exp_(z[j] - m);
+            g[j] = e;
+            sum += e;
+        }
+        const S factor = a.scale / sum;
+#pragma omp simd
+        for (int64_t j = 0; j < V; ++j) g[j] *= factor;
+        const int64_t target = a.targets[b];
+        g[target] -= a.scale;
+        a.row_loss[b] = m + std::log(sum) - z[target];
+    }
+}
+
 #ifdef CHARLSTM_X86_DISPATCH
 enum class Simd { Baseline, Avx2, Avx512 };
 
@@ -206,6 +231,7 @@ CHARLSTM_ROWS(GruForwardStep, gru_forward_rows)
 CHARLSTM_ROWS(GruBackwardStep, gru_backward_rows)
 CHARLSTM_ROWS(RnnForwardStep, rnn_forward_rows)
 CHARLSTM_ROWS(RnnBackwardStep, rnn_backward_rows)
+CHARLSTM_ROWS(XentStep, xent_rows)
 #undef CHARLSTM_ROWS
 
 template <typename Args>
@@ -233,6 +259,7 @@ template <typename S> void gru_forward_step(const GruForwardStep<S>& a) { run(a)
 template <typename S> void gru_backward_step(const GruBackwardStep<S>& a) { run(a); }
 template <typename S> void rnn_forward_step(const RnnForwardStep<S>& a) { run(a); }
 template <typename S> void rnn_backward_step(const RnnBackwardStep<S>& a) { run(a); }
+template <typename S> void xent_step(const XentStep<S>& a) { run(a); }
 
 #define CHARLSTM_INSTANTIATE(S)                                                        \
     template void lstm_forward_step<S>(const LstmForwardStep<S>&);                     \
@@ -240,7 +267,8 @@ template <typename S> void rnn_backward_step(const RnnBackwardStep<S>& a) { run(
     template void gru_forward_step<S>(const GruForwardStep<S>&);                       \
     template void gru_backward_step<S>(const GruBackwardStep<S>&);                     \
     template void rnn_forward_step<S>(const RnnForwardStep<S>&);                       \
-    template void rnn_backward_step<S>(const RnnBackwardStep<S>&);
+    template void rnn_backward_step<S>(const RnnBackwardStep<S>&);                   \
+    template void xent_step<S>(const XentStep<S>&);
 CHARLSTM_INSTANTIATE(float)
 CHARLSTM_INSTANTIATE(double)
 #undef CHARLSTM_INSTANTIATE
