@@ -6,6 +6,7 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -60,6 +61,25 @@ int64_t check_weights(int64_t G, const Tensor& w_ih, const Tensor& w_hh, const O
     return H;
 }
 
+// Token ids in `ids` must index a table of `size` rows.
+void check_ids(const Tensor& ids, const char* what, int64_t size, const char* size_name) {
+    int64_t min = 0, max = 0;
+    if (ids.is_cpu() && ids.is_contiguous()) {
+        // A plain loop: aminmax and two item() calls cost more than the few hundred ids of a window.
+        const int64_t* p = ids.data_ptr<int64_t>();
+        min = max = p[0];
+        for (int64_t i = 1; i < ids.numel(); ++i) {
+            min = std::min(min, p[i]);
+            max = std::max(max, p[i]);
+        }
+    } else {
+        const auto [lo, hi] = at::aminmax(ids);
+        min = lo.item<int64_t>(), max = hi.item<int64_t>();
+    }
+    TORCH_CHECK(min >= 0 && max < size, what, " must lie in [0, ", size, ") (", size_name, "), got values from ",
+                min, " to ", max);
+}
+
 // Checks x, float [T, B, I] / ids [T, B] for sequences and [B, I] / [B] for cells; returns T, B.
 std::pair<int64_t, int64_t> check_input(const Tensor& x, const Tensor& w_ih, bool sequence) {
     const int64_t dims = sequence ? 3 : 2;
@@ -70,10 +90,7 @@ std::pair<int64_t, int64_t> check_input(const Tensor& x, const Tensor& w_ih, boo
     if (x.scalar_type() == at::kLong) {
         TORCH_CHECK(x.dim() == dims - 1, "token ids x must have shape ", id_shape, ", got ", x.sizes());
         if (x.numel() > 0) {
-            const auto [lo, hi] = at::aminmax(x);
-            const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
-            TORCH_CHECK(min >= 0 && max < w_ih.size(1), "token ids x must lie in [0, ", w_ih.size(1),
-                        ") (input_size = w_ih.size(1)), got values from ", min, " to ", max);
+            check_ids(x, "token ids x", w_ih.size(1), "input_size = w_ih.size(1)");
         }
     } else {
         TORCH_CHECK(at::isFloatingType(x.scalar_type()), "x has dtype ", x.scalar_type(),
@@ -203,14 +220,6 @@ Cell cell_from(const std::string& name) {
     if (name == "rnn_tanh") return Cell::RnnTanh;
     if (name == "rnn_relu") return Cell::RnnRelu;
     TORCH_CHECK(false, "cell must be \"lstm\", \"gru\", \"rnn_tanh\" or \"rnn_relu\", got \"", name, "\"");
-}
-
-// Token ids in `ids` must index a table of `size` rows.
-void check_ids(const Tensor& ids, const char* what, int64_t size, const char* size_name) {
-    const auto [lo, hi] = at::aminmax(ids);
-    const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
-    TORCH_CHECK(min >= 0 && max < size, what, " must lie in [0, ", size, ") (", size_name, "), got values from ",
-                min, " to ", max);
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lm_sgd_step_op(
