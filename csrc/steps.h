@@ -110,6 +110,15 @@ template <typename S> void gru_backward_step(const GruBackwardStep<S>& a);
 template <typename S> void rnn_forward_step(const RnnForwardStep<S>& a);
 template <typename S> void rnn_backward_step(const RnnBackwardStep<S>& a);
 template <typename S> void xent_step(const XentStep<S>& a);
+
+// The same work for batch rows [b0, b1) only, on the calling thread: for drivers that split the
+// batch between threads themselves and run every time step of a slice without meeting.
+template <typename S> void step_rows(const LstmForwardStep<S>& a, int64_t b0, int64_t b1);
+template <typename S> void step_rows(const LstmBackwardStep<S>& a, int64_t b0, int64_t b1);
+template <typename S> void step_rows(const GruForwardStep<S>& a, int64_t b0, int64_t b1);
+template <typename S> void step_rows(const GruBackwardStep<S>& a, int64_t b0, int64_t b1);
+template <typename S> void step_rows(const RnnForwardStep<S>& a, int64_t b0, int64_t b1);
+template <typename S> void step_rows(const RnnBackwardStep<S>& a, int64_t b0, int64_t b1);
 }  // namespace cpu
 
 namespace cuda {

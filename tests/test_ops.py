@@ -250,6 +250,30 @@ def test_float32_error_within_twice_the_references(cell, shape, device):
 
 @pytest.mark.parametrize("cell", list(GATES))
 @pytest.mark.parametrize("ids", [False, True])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("bias", [True, False])
+def test_float32_batch_slices_per_thread(cell, ids, threads, bias):
+    """On the CPU a float batch of at least 16 rows per thread runs as one slice of rows per thread
+    through all time steps; 37 rows split unevenly over 2 threads, stay on the per-step path with 3
+    and 1. Each way must meet the float32 rule and agree with the others."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x, states, weights = make(cell, 6, 37, 27, 33, ids=ids, bias=bias)
+        out64, g64 = grads(seq_fn(reference, cell), x, states, weights)
+        s32 = [s.detach().float().requires_grad_() for s in states]
+        w32 = [w.detach().float().requires_grad_() if w is not None else None for w in weights]
+        x32 = x if ids else x.detach().float().requires_grad_()
+        out_f, g_f = grads(seq_fn(ops, cell), x32, s32, w32)
+        out_r, g_r = grads(seq_fn(reference, cell), x32, s32, w32)
+    finally:
+        torch.set_num_threads(previous)
+    for f, r, exact in zip([*out_f, *g_f], [*out_r, *g_r], [*out64, *g64]):
+        assert error(f, exact) <= 2 * error(r, exact) + 1e-6
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("ids", [False, True])
 def test_opcheck(cell, ids, device):
     name = cell.split("_")[0]
     kw = list(kwargs_of(cell).values())

@@ -38,7 +38,7 @@ CHARLSTM_ALWAYS_INLINE void add_gathered_row(S* out, const S* row, int64_t n) {
 }
 
 template <typename S>
-CHARLSTM_ALWAYS_INLINE void lstm_forward_rows(const LstmForwardStep<S>& a, int64_t b0, int64_t b1) {
+CHARLSTM_ALWAYS_INLINE void lstm_forward_body(const LstmForwardStep<S>& a, int64_t b0, int64_t b1) {
     const int64_t H = a.hidden;
     for (int64_t b = b0; b < b1; ++b) {
         S* g = a.gates + b * 4 * H;
@@ -60,7 +60,7 @@ CHARLSTM_ALWAYS_INLINE void lstm_forward_rows(const LstmForwardStep<S>& a, int64
 }
 
 template <typename S>
-CHARLSTM_ALWAYS_INLINE void lstm_backward_rows(const LstmBackwardStep<S>& a, int64_t b0, int64_t b1) {
+CHARLSTM_ALWAYS_INLINE void lstm_backward_body(const LstmBackwardStep<S>& a, int64_t b0, int64_t b1) {
     const int64_t H = a.hidden;
     for (int64_t b = b0; b < b1; ++b) {
         const S* g = a.gates + b * 4 * H;
@@ -85,7 +85,7 @@ CHARLSTM_ALWAYS_INLINE void lstm_backward_rows(const LstmBackwardStep<S>& a, int
 }
 
 template <typename S>
-CHARLSTM_ALWAYS_INLINE void gru_forward_rows(const GruForwardStep<S>& a, int64_t b0, int64_t b1) {
+CHARLSTM_ALWAYS_INLINE void gru_forward_body(const GruForwardStep<S>& a, int64_t b0, int64_t b1) {
     const int64_t H = a.hidden;
     for (int64_t b = b0; b < b1; ++b) {
         const S* x = a.ids ? a.table + a.ids[b] * 3 * H : a.xproj + b * 3 * H;
@@ -107,7 +107,7 @@ CHARLSTM_ALWAYS_INLINE void gru_forward_rows(const GruForwardStep<S>& a, int64_t
 }
 
 template <typename S>
-CHARLSTM_ALWAYS_INLINE void gru_backward_rows(const GruBackwardStep<S>& a, int64_t b0, int64_t b1) {
+CHARLSTM_ALWAYS_INLINE void gru_backward_body(const GruBackwardStep<S>& a, int64_t b0, int64_t b1) {
     const int64_t H = a.hidden;
     for (int64_t b = b0; b < b1; ++b) {
         const S* s = a.save + b * 4 * H;
@@ -132,7 +132,7 @@ CHARLSTM_ALWAYS_INLINE void gru_backward_rows(const GruBackwardStep<S>& a, int64
 }
 
 template <typename S>
-CHARLSTM_ALWAYS_INLINE void rnn_forward_rows(const RnnForwardStep<S>& a, int64_t b0, int64_t b1) {
+CHARLSTM_ALWAYS_INLINE void rnn_forward_body(const RnnForwardStep<S>& a, int64_t b0, int64_t b1) {
     const int64_t H = a.hidden;
     for (int64_t b = b0; b < b1; ++b) {
         S* h = a.h + b * H;
@@ -143,7 +143,7 @@ CHARLSTM_ALWAYS_INLINE void rnn_forward_rows(const RnnForwardStep<S>& a, int64_t
 }
 
 template <typename S>
-CHARLSTM_ALWAYS_INLINE void rnn_backward_rows(const RnnBackwardStep<S>& a, int64_t b0, int64_t b1) {
+CHARLSTM_ALWAYS_INLINE void rnn_backward_body(const RnnBackwardStep<S>& a, int64_t b0, int64_t b1) {
     const int64_t H = a.hidden;
     for (int64_t b = b0; b < b1; ++b) {
         const S* h = a.h + b * H;
@@ -159,7 +159,7 @@ CHARLSTM_ALWAYS_INLINE void rnn_backward_rows(const RnnBackwardStep<S>& a, int64
 }
 
 template <typename S>
-CHARLSTM_ALWAYS_INLINE void xent_rows(const XentStep<S>& a, int64_t b0, int64_t b1) {
+CHARLSTM_ALWAYS_INLINE void xent_body(const XentStep<S>& a, int64_t b0, int64_t b1) {
     const int64_t V = a.hidden;
     for (int64_t b = b0; b < b1; ++b) {
         const S* z = a.logits + b * V;
@@ -225,13 +225,13 @@ Simd active_simd() {
     void rows(const Args<double>& a, int64_t b0, int64_t b1) { body(a, b0, b1); }
 #endif
 
-CHARLSTM_ROWS(LstmForwardStep, lstm_forward_rows)
-CHARLSTM_ROWS(LstmBackwardStep, lstm_backward_rows)
-CHARLSTM_ROWS(GruForwardStep, gru_forward_rows)
-CHARLSTM_ROWS(GruBackwardStep, gru_backward_rows)
-CHARLSTM_ROWS(RnnForwardStep, rnn_forward_rows)
-CHARLSTM_ROWS(RnnBackwardStep, rnn_backward_rows)
-CHARLSTM_ROWS(XentStep, xent_rows)
+CHARLSTM_ROWS(LstmForwardStep, lstm_forward_body)
+CHARLSTM_ROWS(LstmBackwardStep, lstm_backward_body)
+CHARLSTM_ROWS(GruForwardStep, gru_forward_body)
+CHARLSTM_ROWS(GruBackwardStep, gru_backward_body)
+CHARLSTM_ROWS(RnnForwardStep, rnn_forward_body)
+CHARLSTM_ROWS(RnnBackwardStep, rnn_backward_body)
+CHARLSTM_ROWS(XentStep, xent_body)
 #undef CHARLSTM_ROWS
 
 template <typename Args>
@@ -260,6 +260,12 @@ template <typename S> void gru_backward_step(const GruBackwardStep<S>& a) { run(
 template <typename S> void rnn_forward_step(const RnnForwardStep<S>& a) { run(a); }
 template <typename S> void rnn_backward_step(const RnnBackwardStep<S>& a) { run(a); }
 template <typename S> void xent_step(const XentStep<S>& a) { run(a); }
+template <typename S> void step_rows(const LstmForwardStep<S>& a, int64_t b0, int64_t b1) { rows(a, b0, b1); }
+template <typename S> void step_rows(const LstmBackwardStep<S>& a, int64_t b0, int64_t b1) { rows(a, b0, b1); }
+template <typename S> void step_rows(const GruForwardStep<S>& a, int64_t b0, int64_t b1) { rows(a, b0, b1); }
+template <typename S> void step_rows(const GruBackwardStep<S>& a, int64_t b0, int64_t b1) { rows(a, b0, b1); }
+template <typename S> void step_rows(const RnnForwardStep<S>& a, int64_t b0, int64_t b1) { rows(a, b0, b1); }
+template <typename S> void step_rows(const RnnBackwardStep<S>& a, int64_t b0, int64_t b1) { rows(a, b0, b1); }
 
 #define CHARLSTM_INSTANTIATE(S)                                                        \
     template void lstm_forward_step<S>(const LstmForwardStep<S>&);                     \
@@ -268,7 +274,13 @@ template <typename S> void xent_step(const XentStep<S>& a) { run(a); }
     template void gru_backward_step<S>(const GruBackwardStep<S>&);                     \
     template void rnn_forward_step<S>(const RnnForwardStep<S>&);                       \
     template void rnn_backward_step<S>(const RnnBackwardStep<S>&);                   \
-    template void xent_step<S>(const XentStep<S>&);
+    template void xent_step<S>(const XentStep<S>&);                                 \
+    template void step_rows<S>(const LstmForwardStep<S>&, int64_t, int64_t);   \
+    template void step_rows<S>(const LstmBackwardStep<S>&, int64_t, int64_t); \
+    template void step_rows<S>(const GruForwardStep<S>&, int64_t, int64_t);     \
+    template void step_rows<S>(const GruBackwardStep<S>&, int64_t, int64_t);   \
+    template void step_rows<S>(const RnnForwardStep<S>&, int64_t, int64_t);     \
+    template void step_rows<S>(const RnnBackwardStep<S>&, int64_t, int64_t);
 CHARLSTM_INSTANTIATE(float)
 CHARLSTM_INSTANTIATE(double)
 #undef CHARLSTM_INSTANTIATE
