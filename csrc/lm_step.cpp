@@ -66,7 +66,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_s
         loss = picked.mean().neg();
         dlogits.exp_().scatter_(1, targets, picked.exp().sub_(1)).mul_(1.0 / static_cast<double>(N));
     }
-    const at::Tensor dw_out = transposed_product(y2d, dlogits);
+    // w_out's gradient y^T dlogits [H, V], computed as (dlogits^T y)^T: the transposes then move
+    // [N, V] and [V, H] instead of [N, H].
+    const at::Tensor dw_out = transpose(linear(transpose(dlogits), y2d, at::Tensor()));
     const at::Tensor db_out = dlogits.sum(0);
     const at::Tensor dy = linear(dlogits, transpose(w_out), at::Tensor()).view({T, B, H});
 

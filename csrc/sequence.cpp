@@ -121,9 +121,23 @@ void product(const Rows& out, const Rows& a, const Tensor& b, bool accumulate) {
     float* pc = out.data<float>();
     const int64_t lda = K, ldb = N, ldc = N;
     // Column blocks of 16 (one AVX-512 register), as few per thread as the thread count allows;
-    // products below ~64k multiply-adds stay on one thread, where a fork costs more than it saves.
+    // a product too narrow for two blocks per thread (the classifier's 27 columns) splits its rows
+    // instead. Products below ~64k multiply-adds stay on one thread, where a fork costs more than
+    // it saves.
     const int64_t blocks = (N + 15) / 16;
-    const int64_t threads = M * N * K < (1 << 16) ? 1 : std::min<int64_t>(at::get_num_threads(), blocks);
+    const int64_t wanted = M * N * K < (1 << 16) ? 1 : at::get_num_threads();
+    if (wanted > 1 && blocks < 2 * wanted && M >= 16 * wanted) {
+        at::parallel_for(0, wanted, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) {
+                const int64_t m0 = M * i / wanted, m1 = M * (i + 1) / wanted;
+                at::native::cpublas::brgemm(m1 - m0, N, K, lda, ldb, ldc, accumulate, pa + m0 * lda, pb,
+                                            pc + m0 * ldc);
+            }
+            at::native::cpublas::brgemm_release(false);
+        });
+        return;
+    }
+    const int64_t threads = std::min<int64_t>(wanted, blocks);
     const int64_t per = (blocks + threads - 1) / threads * 16;
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
@@ -191,6 +205,42 @@ void step_rows(const Args<S>& a, int64_t b0, int64_t b1) {
 // .t().contiguous() returns when one side has length 1). On the CPU a blocked copy split between
 // the threads: ATen's transpose copy runs on one thread and took ~150 us for a 1024 x 256 weight,
 // longer than one step's product.
+// o[c * ldo + r] = in[r * C + c] for the row-major [R, C] `in`: its transpose written into rows of
+// length ldo, which may hold other columns too.
+template <typename scalar_t>
+void transpose_into(const scalar_t* in, int64_t R, int64_t C, scalar_t* o, int64_t ldo) {
+    // Blocks of 16 x 16 go through a local buffer: each input row segment is read whole, each
+    // output one written whole. (Reading a 32-wide tile column by column hits the same cache
+    // sets again and again when a row is a multiple of 4 KB: a 256 x 1024 weight took ~290 us
+    // that way, ~55 us like this, and ATen's one-thread copy ~140 us.)
+    constexpr int64_t tile = 16;
+    at::parallel_for(0, (R + tile - 1) / tile, std::max<int64_t>(1, 16384 / (tile * C)), [&](int64_t b0, int64_t b1) {
+        for (int64_t rb = b0 * tile; rb < std::min(R, b1 * tile); rb += tile) {
+            const int64_t rn = std::min(R - rb, tile);
+            for (int64_t cb = 0; cb < C; cb += tile) {
+                const int64_t cn = std::min(C - cb, tile);
+                if (rn == tile && cn == tile) {
+                    scalar_t block[tile][tile];
+                    for (int64_t i = 0; i < tile; ++i) {
+                        for (int64_t j = 0; j < tile; ++j) block[j][i] = in[(rb + i) * C + cb + j];
+                    }
+                    for (int64_t j = 0; j < tile; ++j) {
+                        for (int64_t i = 0; i < tile; ++i) o[(cb + j) * ldo + rb + i] = block[j][i];
+                    }
+                } else {
+                    for (int64_t i = 0; i < rn; ++i) {
+                        for (int64_t j = 0; j < cn; ++j) o[(cb + j) * ldo + rb + i] = in[(rb + i) * C + cb + j];
+                    }
+                }
+            }
+        }
+    });
+}
+
+// A new contiguous tensor holding the 2-D `w` transposed (never a view of `w`, which a plain
+// .t().contiguous() returns when one side has length 1). On the CPU a blocked copy split between
+// the threads: ATen's transpose copy runs on one thread and took ~150 us for a 1024 x 256 weight,
+// longer than one step's product.
 Tensor transposed(const Tensor& w) {
     if (!w.is_cpu() || w.numel() == 0) {
         return w.t().clone(at::MemoryFormat::Contiguous);
@@ -199,35 +249,7 @@ Tensor transposed(const Tensor& w) {
     const int64_t R = src.size(0), C = src.size(1);
     Tensor out = at::empty({C, R}, src.options());
     AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "transposed", [&] {
-        const scalar_t* in = src.data_ptr<scalar_t>();
-        scalar_t* o = out.data_ptr<scalar_t>();
-        // Blocks of 16 x 16 go through a local buffer: each input row segment is read whole, each
-        // output one written whole. (Reading a 32-wide tile column by column hits the same cache
-        // sets again and again when a row is a multiple of 4 KB: a 256 x 1024 weight took ~290 us
-        // that way, ~55 us like this, and ATen's one-thread copy ~140 us.)
-        constexpr int64_t tile = 16;
-        at::parallel_for(0, (R + tile - 1) / tile, std::max<int64_t>(1, 16384 / (tile * C)),
-                         [&](int64_t b0, int64_t b1) {
-            for (int64_t rb = b0 * tile; rb < std::min(R, b1 * tile); rb += tile) {
-                const int64_t rn = std::min(R - rb, tile);
-                for (int64_t cb = 0; cb < C; cb += tile) {
-                    const int64_t cn = std::min(C - cb, tile);
-                    if (rn == tile && cn == tile) {
-                        scalar_t block[tile][tile];
-                        for (int64_t i = 0; i < tile; ++i) {
-                            for (int64_t j = 0; j < tile; ++j) block[j][i] = in[(rb + i) * C + cb + j];
-                        }
-                        for (int64_t j = 0; j < tile; ++j) {
-                            for (int64_t i = 0; i < tile; ++i) o[(cb + j) * R + rb + i] = block[j][i];
-                        }
-                    } else {
-                        for (int64_t i = 0; i < rn; ++i) {
-                            for (int64_t j = 0; j < cn; ++j) o[(cb + j) * R + rb + i] = in[(rb + i) * C + cb + j];
-                        }
-                    }
-                }
-            }
-        });
+        transpose_into(src.data_ptr<scalar_t>(), R, C, out.data_ptr<scalar_t>(), R);
     });
     return out;
 }
@@ -239,8 +261,7 @@ Tensor gather_table(const Tensor& w_ih, const Tensor& bias) {
     return bias.defined() ? table.add_(bias) : table;
 }
 
-}  // namespace
-
+// x^T d for x [N, K] and d [N, M] -> [K, M]: a weight gradient summed over N rows.
 Tensor transposed_product(const Tensor& x, const Tensor& d) {
     if (!d.is_cpu() || d.scalar_type() != at::kFloat || d.numel() == 0 || x.numel() == 0) {
         return x.t().mm(d);
@@ -250,21 +271,6 @@ Tensor transposed_product(const Tensor& x, const Tensor& d) {
     product(all_rows(out), all_rows(xt), dc, false);
     return out;
 }
-
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
-    const Tensor xc = x.contiguous(), wc = w.contiguous();
-    if (!wc.is_cpu() || wc.scalar_type() != at::kFloat) {
-        return bias.defined() ? at::addmm(bias, xc, wc) : at::mm(xc, wc);
-    }
-    Tensor out = bias.defined() ? bias.expand({xc.size(0), wc.size(1)}).contiguous()
-                                : at::empty({xc.size(0), wc.size(1)}, wc.options());
-    product(all_rows(out), all_rows(xc), wc, bias.defined());
-    return out;
-}
-
-Tensor transpose(const Tensor& w) { return transposed(w); }
-
-namespace {
 
 // dpre^T x: the weight gradient [G*H, K] of a layer whose pre-activation gradients are dpre
 // [N, G*H] for inputs x [N, K], summed over all N rows in one product. On the CPU, in float, it is
@@ -284,11 +290,47 @@ Tensor previous_states(const Tensor& h0, const Tensor& y) {
     return at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).reshape({-1, y.size(2)});
 }
 
+// The recurrent weight's gradient dpre^T prev, prev = previous_states(h0, y). On the CPU, in
+// float, prev^T [H, T*B] is written directly from h0 and y (no concatenated copy) and the product
+// runs transposed, as in weight_grad.
+Tensor recurrent_weight_grad(const Tensor& dpre, const Tensor& h0, const Tensor& y) {
+    if (!dpre.is_cpu() || dpre.scalar_type() != at::kFloat) {
+        return dpre.t().mm(previous_states(h0, y));
+    }
+    const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
+    Tensor prev_t = at::empty({H, T * B}, y.options());
+    float* o = prev_t.data_ptr<float>();
+    transpose_into(h0.data_ptr<float>(), B, H, o, T * B);
+    if (T > 1) transpose_into(y.data_ptr<float>(), (T - 1) * B, H, o + B, T * B);
+    Tensor grad_t = at::empty({H, dpre.size(1)}, dpre.options());
+    product(all_rows(grad_t), all_rows(prev_t), dpre.contiguous(), false);
+    return transposed(grad_t);
+}
+
 // dL/dW_ih and dL/dx from the pre-activation gradients dpre [T*B, G*H].
 std::tuple<Tensor, Tensor> input_grads(const Tensor& dpre, const Tensor& x, const Tensor& w_ih) {
     if (is_ids(x)) {
         Tensor dtable = at::zeros({w_ih.size(1), w_ih.size(0)}, w_ih.options());
-        dtable.index_add_(0, x.reshape({-1}), dpre);
+        if (dpre.is_cpu()) {
+            // Row r of dpre adds into row x[r] of the table. Each thread takes a band of columns
+            // of every row, so no two write one element; index_add_ sorted the ids first.
+            const Tensor d = dpre.contiguous();
+            const int64_t N = d.size(0), G = d.size(1);
+            const int64_t* id = x.data_ptr<int64_t>();
+            AT_DISPATCH_FLOATING_TYPES(d.scalar_type(), "input_grads", [&] {
+                const scalar_t* src = d.data_ptr<scalar_t>();
+                scalar_t* table = dtable.data_ptr<scalar_t>();
+                at::parallel_for(0, G, std::max<int64_t>(16, 32768 / std::max<int64_t>(N, 1)), [&](int64_t c0, int64_t c1) {
+                    for (int64_t r = 0; r < N; ++r) {
+                        scalar_t* row = table + id[r] * G;
+                        const scalar_t* add = src + r * G;
+                        _Pragma("omp simd") for (int64_t c = c0; c < c1; ++c) row[c] += add[c];
+                    }
+                });
+            });
+        } else {
+            dtable.index_add_(0, x.reshape({-1}), dpre);
+        }
         return {transposed(dtable), at::empty({0}, w_ih.options())};
     }
     const Tensor x2d = x.reshape({-1, x.size(2)});
@@ -383,7 +425,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     });
     const Tensor dpre = dgates.view({T * B, 4 * H});
     auto [dw_ih, dx] = input_grads(dpre, x, w_ih);
-    return {dx, dh, dc, dw_ih, weight_grad(dpre, previous_states(h0, y)), dpre.sum(0)};
+    return {dx, dh, dc, dw_ih, recurrent_weight_grad(dpre, h0, y), dpre.sum(0)};
 }
 
 std::tuple<Tensor, Tensor, Tensor> gru_forward(
@@ -474,7 +516,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     });
     const Tensor dx2d = dxproj.view({T * B, 3 * H}), dh2d = dhproj.view({T * B, 3 * H});
     auto [dw_ih, dx] = input_grads(dx2d, x, w_ih);
-    return {dx, dh, dw_ih, weight_grad(dh2d, previous_states(h0, y)), dx2d.sum(0), dh2d.sum(0)};
+    return {dx, dh, dw_ih, recurrent_weight_grad(dh2d, h0, y), dx2d.sum(0), dh2d.sum(0)};
 }
 
 std::tuple<Tensor, Tensor> rnn_forward(
@@ -549,7 +591,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     });
     const Tensor d2d = dpre.view({T * B, H});
     auto [dw_ih, dx] = input_grads(d2d, x, w_ih);
-    return {dx, dh, dw_ih, weight_grad(d2d, previous_states(h0, y)), d2d.sum(0)};
+    return {dx, dh, dw_ih, recurrent_weight_grad(d2d, h0, y), d2d.sum(0)};
 }
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+    const Tensor xc = x.contiguous(), wc = w.contiguous();
+    if (!wc.is_cpu() || wc.scalar_type() != at::kFloat) {
+        return bias.defined() ? at::addmm(bias, xc, wc) : at::mm(xc, wc);
+    }
+    Tensor out = bias.defined() ? bias.expand({xc.size(0), wc.size(1)}).contiguous()
+                                : at::empty({xc.size(0), wc.size(1)}, wc.options());
+    product(all_rows(out), all_rows(xc), wc, bias.defined());
+    return out;
+}
+
+Tensor transpose(const Tensor& w) { return transposed(w); }
 
 }  // namespace charlstm

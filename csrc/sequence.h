@@ -49,10 +49,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, bool relu);
 
 
-// Products the drivers also lend to lm_step.cpp; on the CPU in float they run brgemm (see
+// What the drivers also lend to lm_step.cpp; on the CPU in float the product runs brgemm (see
 // sequence.cpp), elsewhere at::mm.
-// x^T d for x [N, K] and d [N, M] -> [K, M]: a weight gradient summed over N rows.
-Tensor transposed_product(const Tensor& x, const Tensor& d);
 // x w (+ bias) for x [N, K], w [K, M], bias [M] or undefined -> [N, M].
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
 // A new contiguous tensor holding the 2-D w transposed.
