@@ -201,6 +201,28 @@ void step_rows(const Args<S>& a, int64_t b0, int64_t b1) {
     }
 }
 
+// The forward time loop of one row slice: each step's recurrent product into `pre` ([T, B, width],
+// over the gathered or projected input when `accumulate`), then the pointwise step args(t).
+template <typename T, typename ArgsFn>
+void forward_rows(int64_t steps, int64_t B, int64_t H, int64_t width, T* pre, const T* h0, const T* y,
+                  const Tensor& w_hh_t, bool accumulate, const ArgsFn& args, int64_t b0, int64_t b1) {
+    for (int64_t t = 0; t < steps; ++t) {
+        rows_product(pre + t * B * width, t == 0 ? h0 : y + (t - 1) * B * H, w_hh_t, b0, b1, accumulate);
+        step_rows(args(t), b0, b1);
+    }
+}
+
+// The backward time loop of one row slice: the pointwise step args(t), which writes `dpre`
+// ([T, B, width]), then dh = (or += when `accumulate`) that step's dpre times w_hh.
+template <typename T, typename ArgsFn>
+void backward_rows(int64_t steps, int64_t B, int64_t width, T* dh, const T* dpre, const Tensor& w_hh,
+                   bool accumulate, const ArgsFn& args, int64_t b0, int64_t b1) {
+    for (int64_t t = steps - 1; t >= 0; --t) {
+        step_rows(args(t), b0, b1);
+        rows_product(dh, dpre + t * B * width, w_hh, b0, b1, accumulate);
+    }
+}
+
 // A new contiguous tensor holding the 2-D `w` transposed (never a view of `w`, which a plain
 // .t().contiguous() returns when one side has length 1). On the CPU a blocked copy split between
 // the threads: ATen's transpose copy runs on one thread and took ~150 us for a 1024 x 256 weight,
@@ -374,11 +396,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
         };
         if (const int64_t slices = row_slices(w_hh, B)) {
             for_row_slices(B, slices, [&](int64_t b0, int64_t b1) {
-                for (int64_t t = 0; t < T; ++t) {
-                    rows_product(g + t * B * 4 * H, t == 0 ? ptr<scalar_t>(h0) : yp + (t - 1) * B * H, w_hh_t,
-                                 b0, b1, !ids);
-                    step_rows(args(t), b0, b1);
-                }
+                forward_rows(T, B, H, 4 * H, g, ptr<scalar_t>(h0), yp, w_hh_t, !ids, args, b0, b1);
             });
             return;
         }
@@ -411,10 +429,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
         };
         if (const int64_t slices = row_slices(w_hh, B)) {
             for_row_slices(B, slices, [&](int64_t b0, int64_t b1) {
-                for (int64_t t = T - 1; t >= 0; --t) {
-                    step_rows(args(t), b0, b1);
-                    rows_product(ptr<scalar_t>(dh), dg + t * B * 4 * H, w_hh_c, b0, b1, false);
-                }
+                backward_rows(T, B, 4 * H, ptr<scalar_t>(dh), dg, w_hh_c, false, args, b0, b1);
             });
             return;
         }
@@ -502,10 +517,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
         };
         if (const int64_t slices = row_slices(w_hh, B)) {
             for_row_slices(B, slices, [&](int64_t b0, int64_t b1) {
-                for (int64_t t = T - 1; t >= 0; --t) {
-                    step_rows(args(t), b0, b1);
-                    rows_product(ptr<scalar_t>(dh), dhp + t * B * 3 * H, w_hh_c, b0, b1, true);
-                }
+                backward_rows(T, B, 3 * H, ptr<scalar_t>(dh), dhp, w_hh_c, true, args, b0, b1);
             });
             return;
         }
@@ -543,11 +555,7 @@ std::tuple<Tensor, Tensor> rnn_forward(
         };
         if (const int64_t slices = row_slices(w_hh, B)) {
             for_row_slices(B, slices, [&](int64_t b0, int64_t b1) {
-                for (int64_t t = 0; t < T; ++t) {
-                    rows_product(yp + t * B * H, t == 0 ? ptr<scalar_t>(h0) : yp + (t - 1) * B * H, w_hh_t, b0, b1,
-                                 !ids);
-                    step_rows(args(t), b0, b1);
-                }
+                forward_rows(T, B, H, H, yp, ptr<scalar_t>(h0), yp, w_hh_t, !ids, args, b0, b1);
             });
             return;
         }
@@ -577,10 +585,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
         };
         if (const int64_t slices = row_slices(w_hh, B)) {
             for_row_slices(B, slices, [&](int64_t b0, int64_t b1) {
-                for (int64_t t = T - 1; t >= 0; --t) {
-                    step_rows(args(t), b0, b1);
-                    rows_product(ptr<scalar_t>(dh), dp + t * B * H, w_hh_c, b0, b1, false);
-                }
+                backward_rows(T, B, H, ptr<scalar_t>(dh), dp, w_hh_c, false, args, b0, b1);
             });
             return;
         }
