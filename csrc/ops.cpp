@@ -223,9 +223,9 @@ Cell cell_from(const std::string& name) {
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lm_sgd_step_op(
-    const Tensor& window, const Tensor& h, const OptTensor& c, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
-    const OptTensor& b_hh, const Tensor& w_out, const Tensor& b_out, const std::string& cell_name,
-    double lr, double clip) {
+    const Tensor& window, const Tensor& h, const OptTensor& c, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& b_ih, const OptTensor& b_hh, const Tensor& w_out, const Tensor& b_out,
+    const std::string& cell_name, double lr, double clip) {
     const Cell cell = cell_from(cell_name);
     const int64_t H = check_weights(cell == Cell::Lstm ? 4 : cell == Cell::Gru ? 3 : 1, w_ih, w_hh, b_ih, b_hh);
     TORCH_CHECK(window.device() == w_ih.device(), "window is on ", window.device(), " but w_ih is on ",

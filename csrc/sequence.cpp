@@ -236,7 +236,8 @@ void transpose_into(const scalar_t* in, int64_t R, int64_t C, scalar_t* o, int64
     // sets again and again when a row is a multiple of 4 KB: a 256 x 1024 weight took ~290 us
     // that way, ~55 us like this, and ATen's one-thread copy ~140 us.)
     constexpr int64_t tile = 16;
-    at::parallel_for(0, (R + tile - 1) / tile, std::max<int64_t>(1, 16384 / (tile * C)), [&](int64_t b0, int64_t b1) {
+    const int64_t grain = std::max<int64_t>(1, 16384 / (tile * C));
+    at::parallel_for(0, (R + tile - 1) / tile, grain, [&](int64_t b0, int64_t b1) {
         for (int64_t rb = b0 * tile; rb < std::min(R, b1 * tile); rb += tile) {
             const int64_t rn = std::min(R - rb, tile);
             for (int64_t cb = 0; cb < C; cb += tile) {
@@ -342,7 +343,8 @@ std::tuple<Tensor, Tensor> input_grads(const Tensor& dpre, const Tensor& x, cons
             AT_DISPATCH_FLOATING_TYPES(d.scalar_type(), "input_grads", [&] {
                 const scalar_t* src = d.data_ptr<scalar_t>();
                 scalar_t* table = dtable.data_ptr<scalar_t>();
-                at::parallel_for(0, G, std::max<int64_t>(16, 32768 / std::max<int64_t>(N, 1)), [&](int64_t c0, int64_t c1) {
+                const int64_t grain = std::max<int64_t>(16, 32768 / std::max<int64_t>(N, 1));
+                at::parallel_for(0, G, grain, [&](int64_t c0, int64_t c1) {
                     for (int64_t r = 0; r < N; ++r) {
                         scalar_t* row = table + id[r] * G;
                         const scalar_t* add = src + r * G;

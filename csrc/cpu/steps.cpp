@@ -4,9 +4,10 @@
 // The float loops are compiled three times: for AVX-512 (512-bit vectors), for AVX2+FMA and for the
 // baseline ISA, and the processor's features pick one at run time. That keeps the extension
 // portable (no -march=native) while the hot loop still uses the widest vectors there are; on the
-// 2-core AMD EPYC build machine the AVX-512 build took the H=64 forward op from ~290 to ~260 us. The choice is an explicit branch, not GCC's
-// target_clones: GCC sends a call from default-target code straight to the default clone, so the
-// AVX2 clone of a loop called from at::parallel_for's lambda never ran.
+// 2-core AMD EPYC build machine the AVX-512 build took the H=64 forward op from ~290 to ~260 us.
+// The choice is an explicit branch, not GCC's target_clones: GCC sends a call from default-target
+// code straight to the default clone, so the AVX2 clone of a loop called from at::parallel_for's
+// lambda never ran.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
