@@ -68,9 +68,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_s
     }
     // w_out's gradient y^T dlogits [H, V], computed as (dlogits^T y)^T: the transposes then move
     // [N, V] and [V, H] instead of [N, H].
-    const at::Tensor dw_out = transpose(linear(transpose(dlogits), y2d, at::Tensor()));
+    const at::Tensor dw_out = transposed(linear(transposed(dlogits), y2d, at::Tensor()));
     const at::Tensor db_out = dlogits.sum(0);
-    const at::Tensor dy = linear(dlogits, transpose(w_out), at::Tensor()).view({T, B, H});
+    const at::Tensor dy = linear(dlogits, transposed(w_out), at::Tensor()).view({T, B, H});
 
     // Backward through the recurrence: (weight, gradient) for every weight that moves.
     std::vector<std::pair<at::Tensor, at::Tensor>> moves;

@@ -85,6 +85,10 @@ void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Ten
     }
 }
 
+// Float CPU tensors take charlstm's own product, transpose and loops (brgemm, see product());
+// everything else goes through ATen.
+bool brgemm_path(const Tensor& t) { return t.is_cpu() && t.scalar_type() == at::kFloat; }
+
 // `rows` consecutive rows of a contiguous tensor whose last dimension is the row, starting at row
 // `first` of its flattened view. The drivers name each step's [B, N] block this way: the CPU path
 // needs only its address, and making a tensor (select) for every operand of every step cost about
@@ -107,7 +111,7 @@ Rows all_rows(const Tensor& t) { return {t, 0, t.numel() / std::max<int64_t>(t.s
 // packing of b cost as much as the product. Everything else goes to at::mm.
 void product(const Rows& out, const Rows& a, const Tensor& b, bool accumulate) {
     const int64_t M = a.rows, K = a.cols(), N = b.size(1);
-    if (!b.is_cpu() || b.scalar_type() != at::kFloat || M == 0 || K == 0 || N == 0) {
+    if (!brgemm_path(b) || M == 0 || K == 0 || N == 0) {
         Tensor o = out.view();
         if (accumulate) {
             o.addmm_(a.view(), b);
@@ -164,9 +168,7 @@ void product(const Rows& out, const Rows& a, const Tensor& b, bool accumulate) {
 int64_t row_slices(const Tensor& w_hh, int64_t B) {
     const int64_t threads = at::get_num_threads();
     const bool cached = w_hh.numel() * static_cast<int64_t>(sizeof(float)) <= 256 * 1024;
-    return w_hh.is_cpu() && w_hh.scalar_type() == at::kFloat && cached && threads > 1 && B >= 16 * threads
-               ? threads
-               : 0;
+    return brgemm_path(w_hh) && cached && threads > 1 && B >= 16 * threads ? threads : 0;
 }
 
 // Runs body(b0, b1) on each of `slices` contiguous slices of B rows, one slice per thread.
@@ -223,10 +225,6 @@ void backward_rows(int64_t steps, int64_t B, int64_t width, T* dh, const T* dpre
     }
 }
 
-// A new contiguous tensor holding the 2-D `w` transposed (never a view of `w`, which a plain
-// .t().contiguous() returns when one side has length 1). On the CPU a blocked copy split between
-// the threads: ATen's transpose copy runs on one thread and took ~150 us for a 1024 x 256 weight,
-// longer than one step's product.
 // o[c * ldo + r] = in[r * C + c] for the row-major [R, C] `in`: its transpose written into rows of
 // length ldo, which may hold other columns too.
 template <typename scalar_t>
@@ -260,22 +258,6 @@ void transpose_into(const scalar_t* in, int64_t R, int64_t C, scalar_t* o, int64
     });
 }
 
-// A new contiguous tensor holding the 2-D `w` transposed (never a view of `w`, which a plain
-// .t().contiguous() returns when one side has length 1). On the CPU a blocked copy split between
-// the threads: ATen's transpose copy runs on one thread and took ~150 us for a 1024 x 256 weight,
-// longer than one step's product.
-Tensor transposed(const Tensor& w) {
-    if (!w.is_cpu() || w.numel() == 0) {
-        return w.t().clone(at::MemoryFormat::Contiguous);
-    }
-    const Tensor src = w.contiguous();
-    const int64_t R = src.size(0), C = src.size(1);
-    Tensor out = at::empty({C, R}, src.options());
-    AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "transposed", [&] {
-        transpose_into(src.data_ptr<scalar_t>(), R, C, out.data_ptr<scalar_t>(), R);
-    });
-    return out;
-}
 
 // w_ih^T with a bias folded in: row v is the input projection of token v. `transposed` always
 // returns a new tensor, so adding the bias in place never writes into the weights.
@@ -284,27 +266,16 @@ Tensor gather_table(const Tensor& w_ih, const Tensor& bias) {
     return bias.defined() ? table.add_(bias) : table;
 }
 
-// x^T d for x [N, K] and d [N, M] -> [K, M]: a weight gradient summed over N rows.
-Tensor transposed_product(const Tensor& x, const Tensor& d) {
-    if (!d.is_cpu() || d.scalar_type() != at::kFloat || d.numel() == 0 || x.numel() == 0) {
-        return x.t().mm(d);
-    }
-    const Tensor xt = transposed(x), dc = d.contiguous();
-    Tensor out = at::empty({x.size(1), d.size(1)}, d.options());
-    product(all_rows(out), all_rows(xt), dc, false);
-    return out;
-}
-
 // dpre^T x: the weight gradient [G*H, K] of a layer whose pre-activation gradients are dpre
 // [N, G*H] for inputs x [N, K], summed over all N rows in one product. On the CPU, in float, it is
 // computed transposed (x^T dpre: row-major operands for brgemm) and transposed back: at
 // N = 640, K = 256, G*H = 1024 that took ~1.5 ms plus ~0.1 ms of copies against ~1.8 ms for
 // at::mm on the transposed view.
 Tensor weight_grad(const Tensor& dpre, const Tensor& x) {
-    if (!dpre.is_cpu() || dpre.scalar_type() != at::kFloat || dpre.numel() == 0 || x.numel() == 0) {
+    if (!brgemm_path(dpre)) {
         return dpre.t().mm(x);
     }
-    return transposed(transposed_product(x, dpre));
+    return transposed(linear(transposed(x), dpre, Tensor()));
 }
 
 // [T*B, H]: the hidden state each step started from (h0, y[0], ..., y[T-2]).
@@ -317,7 +288,7 @@ Tensor previous_states(const Tensor& h0, const Tensor& y) {
 // float, prev^T [H, T*B] is written directly from h0 and y (no concatenated copy) and the product
 // runs transposed, as in weight_grad.
 Tensor recurrent_weight_grad(const Tensor& dpre, const Tensor& h0, const Tensor& y) {
-    if (!dpre.is_cpu() || dpre.scalar_type() != at::kFloat) {
+    if (!brgemm_path(dpre)) {
         return dpre.t().mm(previous_states(h0, y));
     }
     const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
@@ -325,9 +296,7 @@ Tensor recurrent_weight_grad(const Tensor& dpre, const Tensor& h0, const Tensor&
     float* o = prev_t.data_ptr<float>();
     transpose_into(h0.data_ptr<float>(), B, H, o, T * B);
     if (T > 1) transpose_into(y.data_ptr<float>(), (T - 1) * B, H, o + B, T * B);
-    Tensor grad_t = at::empty({H, dpre.size(1)}, dpre.options());
-    product(all_rows(grad_t), all_rows(prev_t), dpre.contiguous(), false);
-    return transposed(grad_t);
+    return transposed(linear(prev_t, dpre, Tensor()));
 }
 
 // dL/dW_ih and dL/dx from the pre-activation gradients dpre [T*B, G*H].
@@ -603,7 +572,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     const Tensor xc = x.contiguous(), wc = w.contiguous();
-    if (!wc.is_cpu() || wc.scalar_type() != at::kFloat) {
+    if (!brgemm_path(wc)) {
         return bias.defined() ? at::addmm(bias, xc, wc) : at::mm(xc, wc);
     }
     Tensor out = bias.defined() ? bias.expand({xc.size(0), wc.size(1)}).contiguous()
@@ -612,6 +581,21 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     return out;
 }
 
-Tensor transpose(const Tensor& w) { return transposed(w); }
+// A new contiguous tensor holding the 2-D `w` transposed (never a view of `w`, which a plain
+// .t().contiguous() returns when one side has length 1). On the CPU a blocked copy split between
+// the threads: ATen's transpose copy runs on one thread and took ~150 us for a 1024 x 256 weight,
+// longer than one step's product.
+Tensor transposed(const Tensor& w) {
+    if (!w.is_cpu() || w.numel() == 0) {
+        return w.t().clone(at::MemoryFormat::Contiguous);
+    }
+    const Tensor src = w.contiguous();
+    const int64_t R = src.size(0), C = src.size(1);
+    Tensor out = at::empty({C, R}, src.options());
+    AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "transposed", [&] {
+        transpose_into(src.data_ptr<scalar_t>(), R, C, out.data_ptr<scalar_t>(), R);
+    });
+    return out;
+}
 
 }  // namespace charlstm

@@ -53,7 +53,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
 // sequence.cpp), elsewhere at::mm.
 // x w (+ bias) for x [N, K], w [K, M], bias [M] or undefined -> [N, M].
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
-// A new contiguous tensor holding the 2-D w transposed.
-Tensor transpose(const Tensor& w);
+// A new contiguous tensor holding the 2-D w transposed (never a view of w).
+Tensor transposed(const Tensor& w);
 
 }  // namespace charlstm
