@@ -3,6 +3,7 @@
 #include "lm_step.h"
 
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -15,6 +16,37 @@ namespace charlstm {
 namespace {
 
 bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+// w [R, C] += alpha * g^T for g [C, R], both contiguous: the SGD update from a gradient that the
+// products made transposed, without materialising the transpose first (at H = 256 a transposed
+// copy of the recurrent gradient cost a fresh megabyte and a pass over it every step). Blocks of
+// 16 x 16: each row segment of g is read whole, each row segment of w updated whole.
+template <typename scalar_t>
+void add_transposed(scalar_t* w, const scalar_t* g, int64_t R, int64_t C, scalar_t alpha) {
+    constexpr int64_t tile = 16;
+    at::parallel_for(0, (R + tile - 1) / tile, std::max<int64_t>(1, 16384 / (tile * C)), [&](int64_t b0, int64_t b1) {
+        for (int64_t rb = b0 * tile; rb < std::min(R, b1 * tile); rb += tile) {
+            const int64_t rn = std::min(R - rb, tile);
+            for (int64_t cb = 0; cb < C; cb += tile) {
+                const int64_t cn = std::min(C - cb, tile);
+                scalar_t block[tile][tile];
+                for (int64_t j = 0; j < cn; ++j) {
+                    for (int64_t i = 0; i < rn; ++i) block[i][j] = g[(cb + j) * R + rb + i];
+                }
+                for (int64_t i = 0; i < rn; ++i) {
+                    scalar_t* row = w + (rb + i) * C + cb;
+                    for (int64_t j = 0; j < cn; ++j) row[j] += alpha * block[i][j];
+                }
+            }
+        }
+    });
+}
+
+// A weight and its gradient, which is [C, R] for an [R, C] weight when `transposed`.
+struct Move {
+    at::Tensor weight, grad;
+    bool transposed;
+};
 
 }  // namespace
 
@@ -66,48 +98,64 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_s
         loss = picked.mean().neg();
         dlogits.exp_().scatter_(1, targets, picked.exp().sub_(1)).mul_(1.0 / static_cast<double>(N));
     }
-    // w_out's gradient y^T dlogits [H, V], computed as (dlogits^T y)^T: the transposes then move
-    // [N, V] and [V, H] instead of [N, H].
-    const at::Tensor dw_out = transposed(linear(transposed(dlogits), y2d, at::Tensor()));
+    // w_out's gradient y^T dlogits [H, V], computed transposed as dlogits^T y [V, H]: the transpose
+    // then moves [N, V] instead of [N, H].
+    const at::Tensor dw_out_t = linear(transposed(dlogits), y2d, at::Tensor());
     const at::Tensor db_out = dlogits.sum(0);
     const at::Tensor dy = linear(dlogits, transposed(w_out), at::Tensor()).view({T, B, H});
 
-    // Backward through the recurrence: (weight, gradient) for every weight that moves.
-    std::vector<std::pair<at::Tensor, at::Tensor>> moves;
+    // Backward through the recurrence: every weight that moves, with its gradient. The state's
+    // gradient is not needed, and the weight gradients stay as the products made them.
+    const BackwardOptions options{/*initial_state_grad=*/false, /*transposed_weight_grads=*/true};
+    std::vector<Move> moves;
     if (cell == Cell::Gru) {
         auto [dx, dh0, dw_ih, dw_hh, db_ih, db_hh] =
-            gru_backward(dy, std::nullopt, inputs, h0, w_ih, w_hh, y, save);
-        moves = {{w_ih, dw_ih}, {w_hh, dw_hh}};
-        if (bi) moves.emplace_back(*b_ih, db_ih);
-        if (bh) moves.emplace_back(*b_hh, db_hh);
+            gru_backward(dy, std::nullopt, inputs, h0, w_ih, w_hh, y, save, options);
+        moves = {{w_ih, dw_ih, true}, {w_hh, dw_hh, true}};
+        if (bi) moves.push_back({*b_ih, db_ih, false});
+        if (bh) moves.push_back({*b_hh, db_hh, false});
     } else {
         at::Tensor dw_ih, dw_hh, db;
         if (cell == Cell::Lstm) {
-            std::tie(std::ignore, std::ignore, std::ignore, dw_ih, dw_hh, db) =
-                lstm_backward(dy, std::nullopt, std::nullopt, inputs, h0, c0, w_ih, w_hh, y, gates, cs);
+            std::tie(std::ignore, std::ignore, std::ignore, dw_ih, dw_hh, db) = lstm_backward(
+                dy, std::nullopt, std::nullopt, inputs, h0, c0, w_ih, w_hh, y, gates, cs, options);
         } else {
             std::tie(std::ignore, std::ignore, dw_ih, dw_hh, db) =
-                rnn_backward(dy, std::nullopt, inputs, h0, w_ih, w_hh, y, relu);
+                rnn_backward(dy, std::nullopt, inputs, h0, w_ih, w_hh, y, relu, options);
         }
-        moves = {{w_ih, dw_ih}, {w_hh, dw_hh}};
+        moves = {{w_ih, dw_ih, true}, {w_hh, dw_hh, true}};
         // Both biases feed the same pre-activations, so both get the same gradient.
-        if (bi) moves.emplace_back(*b_ih, db);
-        if (bh) moves.emplace_back(*b_hh, db);
+        if (bi) moves.push_back({*b_ih, db, false});
+        if (bh) moves.push_back({*b_hh, db, false});
     }
-    moves.emplace_back(w_out, dw_out);
-    moves.emplace_back(b_out, db_out);
+    moves.push_back({w_out, dw_out_t, true});
+    moves.push_back({b_out, db_out, false});
 
     // Global norm over every gradient, then the clipped update (none if anything is not finite).
-    std::vector<at::Tensor> weights, grads;
-    for (const auto& [weight, grad] : moves) {
-        weights.push_back(weight);
-        grads.push_back(grad);
+    std::vector<at::Tensor> weights, grads, all_grads;
+    for (const Move& m : moves) {
+        all_grads.push_back(m.grad);
+        if (!m.transposed) {
+            weights.push_back(m.weight);
+            grads.push_back(m.grad);
+        }
     }
-    const at::Tensor norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads)));
+    const at::Tensor norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(all_grads)));
     const double norm_value = norm.item<double>(), loss_value = loss.item<double>();
     if (std::isfinite(norm_value) && std::isfinite(loss_value)) {
         const double scale = clip > 0 ? clip / std::max(norm_value, clip) : 1.0;
         at::_foreach_add_(weights, grads, -lr * scale);
+        for (const Move& m : moves) {
+            if (!m.transposed) continue;
+            if (m.weight.is_cpu() && m.weight.is_contiguous()) {
+                AT_DISPATCH_FLOATING_TYPES(m.weight.scalar_type(), "lm_sgd_step", [&] {
+                    add_transposed(m.weight.data_ptr<scalar_t>(), m.grad.data_ptr<scalar_t>(), m.weight.size(0),
+                                   m.weight.size(1), static_cast<scalar_t>(-lr * scale));
+                });
+            } else {
+                m.weight.add_(m.grad.t(), -lr * scale);
+            }
+        }
     }
     return {loss, norm, logits, next};
 }

@@ -215,13 +215,14 @@ void forward_rows(int64_t steps, int64_t B, int64_t H, int64_t width, T* pre, co
 }
 
 // The backward time loop of one row slice: the pointwise step args(t), which writes `dpre`
-// ([T, B, width]), then dh = (or += when `accumulate`) that step's dpre times w_hh.
+// ([T, B, width]), then dh = (or += when `accumulate`) that step's dpre times w_hh, except after
+// the first step when `initial_grad` is false (that product only makes dh0).
 template <typename T, typename ArgsFn>
 void backward_rows(int64_t steps, int64_t B, int64_t width, T* dh, const T* dpre, const Tensor& w_hh,
-                   bool accumulate, const ArgsFn& args, int64_t b0, int64_t b1) {
+                   bool accumulate, bool initial_grad, const ArgsFn& args, int64_t b0, int64_t b1) {
     for (int64_t t = steps - 1; t >= 0; --t) {
         step_rows(args(t), b0, b1);
-        rows_product(dh, dpre + t * B * width, w_hh, b0, b1, accumulate);
+        if (t > 0 || initial_grad) rows_product(dh, dpre + t * B * width, w_hh, b0, b1, accumulate);
     }
 }
 
@@ -267,15 +268,16 @@ Tensor gather_table(const Tensor& w_ih, const Tensor& bias) {
 }
 
 // dpre^T x: the weight gradient [G*H, K] of a layer whose pre-activation gradients are dpre
-// [N, G*H] for inputs x [N, K], summed over all N rows in one product. On the CPU, in float, it is
-// computed transposed (x^T dpre: row-major operands for brgemm) and transposed back: at
-// N = 640, K = 256, G*H = 1024 that took ~1.5 ms plus ~0.1 ms of copies against ~1.8 ms for
-// at::mm on the transposed view.
-Tensor weight_grad(const Tensor& dpre, const Tensor& x) {
+// [N, G*H] for inputs x [N, K], summed over all N rows in one product; its transpose [K, G*H] when
+// `transposed_out`. On the CPU, in float, it is computed transposed (x^T dpre: row-major operands
+// for brgemm): at N = 640, K = 256, G*H = 1024 that took ~1.5 ms against ~1.8 ms for at::mm on
+// the transposed view, and ~0.1 ms more to transpose it back.
+Tensor weight_grad(const Tensor& dpre, const Tensor& x, bool transposed_out) {
     if (!brgemm_path(dpre)) {
-        return dpre.t().mm(x);
+        return transposed_out ? x.t().mm(dpre) : dpre.t().mm(x);
     }
-    return transposed(linear(transposed(x), dpre, Tensor()));
+    const Tensor grad_t = linear(transposed(x), dpre, Tensor());
+    return transposed_out ? grad_t : transposed(grad_t);
 }
 
 // [T*B, H]: the hidden state each step started from (h0, y[0], ..., y[T-2]).
@@ -284,50 +286,61 @@ Tensor previous_states(const Tensor& h0, const Tensor& y) {
     return at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).reshape({-1, y.size(2)});
 }
 
-// The recurrent weight's gradient dpre^T prev, prev = previous_states(h0, y). On the CPU, in
-// float, prev^T [H, T*B] is written directly from h0 and y (no concatenated copy) and the product
-// runs transposed, as in weight_grad.
-Tensor recurrent_weight_grad(const Tensor& dpre, const Tensor& h0, const Tensor& y) {
+// The recurrent weight's gradient dpre^T prev, prev = previous_states(h0, y), or its transpose
+// when `transposed_out`. On the CPU, in float, prev^T [H, T*B] is written directly from h0 and y
+// (no concatenated copy) and the product runs transposed, as in weight_grad.
+Tensor recurrent_weight_grad(const Tensor& dpre, const Tensor& h0, const Tensor& y, bool transposed_out) {
     if (!brgemm_path(dpre)) {
-        return dpre.t().mm(previous_states(h0, y));
+        const Tensor prev = previous_states(h0, y);
+        return transposed_out ? prev.t().mm(dpre) : dpre.t().mm(prev);
     }
     const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
     Tensor prev_t = at::empty({H, T * B}, y.options());
     float* o = prev_t.data_ptr<float>();
     transpose_into(h0.data_ptr<float>(), B, H, o, T * B);
     if (T > 1) transpose_into(y.data_ptr<float>(), (T - 1) * B, H, o + B, T * B);
-    return transposed(linear(prev_t, dpre, Tensor()));
+    const Tensor grad_t = linear(prev_t, dpre, Tensor());
+    return transposed_out ? grad_t : transposed(grad_t);
 }
 
-// dL/dW_ih and dL/dx from the pre-activation gradients dpre [T*B, G*H].
-std::tuple<Tensor, Tensor> input_grads(const Tensor& dpre, const Tensor& x, const Tensor& w_ih) {
+// dL/dW_ih (transposed, [I, G*H], when `transposed_out`), dL/dx and the column sums of dpre (the
+// bias gradient) from the pre-activation gradients dpre [T*B, G*H].
+std::tuple<Tensor, Tensor, Tensor> input_grads(const Tensor& dpre, const Tensor& x, const Tensor& w_ih,
+                                               bool transposed_out) {
     if (is_ids(x)) {
-        Tensor dtable = at::zeros({w_ih.size(1), w_ih.size(0)}, w_ih.options());
+        Tensor dtable = at::zeros({w_ih.size(1), w_ih.size(0)}, w_ih.options()), dbias;
         if (dpre.is_cpu()) {
-            // Row r of dpre adds into row x[r] of the table. Each thread takes a band of columns
-            // of every row, so no two write one element; index_add_ sorted the ids first.
+            // Row r of dpre adds into row x[r] of the table and into the column sums. Each thread
+            // takes a band of columns of every row, so no two write one element; index_add_
+            // sorted the ids first, and a separate sum read dpre a second time.
             const Tensor d = dpre.contiguous();
             const int64_t N = d.size(0), G = d.size(1);
+            dbias = at::zeros({G}, w_ih.options());
             const int64_t* id = x.data_ptr<int64_t>();
             AT_DISPATCH_FLOATING_TYPES(d.scalar_type(), "input_grads", [&] {
                 const scalar_t* src = d.data_ptr<scalar_t>();
                 scalar_t* table = dtable.data_ptr<scalar_t>();
+                scalar_t* sums = dbias.data_ptr<scalar_t>();
                 const int64_t grain = std::max<int64_t>(16, 32768 / std::max<int64_t>(N, 1));
                 at::parallel_for(0, G, grain, [&](int64_t c0, int64_t c1) {
                     for (int64_t r = 0; r < N; ++r) {
                         scalar_t* row = table + id[r] * G;
                         const scalar_t* add = src + r * G;
-                        _Pragma("omp simd") for (int64_t c = c0; c < c1; ++c) row[c] += add[c];
+                        _Pragma("omp simd") for (int64_t c = c0; c < c1; ++c) {
+                            row[c] += add[c];
+                            sums[c] += add[c];
+                        }
                     }
                 });
             });
         } else {
             dtable.index_add_(0, x.reshape({-1}), dpre);
+            dbias = dpre.sum(0);
         }
-        return {transposed(dtable), at::empty({0}, w_ih.options())};
+        return {transposed_out ? dtable : transposed(dtable), at::empty({0}, w_ih.options()), dbias};
     }
     const Tensor x2d = x.reshape({-1, x.size(2)});
-    return {weight_grad(dpre, x2d), dpre.mm(w_ih).view(x.sizes())};
+    return {weight_grad(dpre, x2d, transposed_out), dpre.mm(w_ih).view(x.sizes()), dpre.sum(0)};
 }
 
 Tensor initial_grad(const OptTensor& g, const Tensor& like) {
@@ -382,9 +395,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const OptTensor& grad_y, const OptTensor& grad_hT, const OptTensor& grad_cT, const Tensor& x,
     const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
-    const Tensor& gates, const Tensor& cs) {
+    const Tensor& gates, const Tensor& cs, const BackwardOptions& options) {
     // Kernels launch on the current device's stream: make it the device of the tensors.
     const c10::DeviceGuard guard(w_hh.device());
+    const bool initial = options.initial_state_grad;
     const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
     Tensor dgates = at::empty({T, B, 4 * H}, gates.options());
     Tensor dh = initial_grad(grad_hT, h0), dc = initial_grad(grad_cT, c0);
@@ -400,18 +414,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
         };
         if (const int64_t slices = row_slices(w_hh, B)) {
             for_row_slices(B, slices, [&](int64_t b0, int64_t b1) {
-                backward_rows(T, B, 4 * H, ptr<scalar_t>(dh), dg, w_hh_c, false, args, b0, b1);
+                backward_rows(T, B, 4 * H, ptr<scalar_t>(dh), dg, w_hh_c, false, initial, args, b0, b1);
             });
             return;
         }
         for (int64_t t = T - 1; t >= 0; --t) {
             CHARLSTM_STEP(lstm_backward_step, args(t), y);
-            product(all_rows(dh), Rows{dgates, t * B, B}, w_hh_c, false);
+            if (t > 0 || initial) product(all_rows(dh), Rows{dgates, t * B, B}, w_hh_c, false);
         }
     });
     const Tensor dpre = dgates.view({T * B, 4 * H});
-    auto [dw_ih, dx] = input_grads(dpre, x, w_ih);
-    return {dx, dh, dc, dw_ih, recurrent_weight_grad(dpre, h0, y), dpre.sum(0)};
+    const bool wt = options.transposed_weight_grads;
+    auto [dw_ih, dx, db] = input_grads(dpre, x, w_ih, wt);
+    return {dx, initial ? dh : Tensor(), initial ? dc : Tensor(), dw_ih, recurrent_weight_grad(dpre, h0, y, wt), db};
 }
 
 std::tuple<Tensor, Tensor, Tensor> gru_forward(
@@ -469,9 +484,11 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
-    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& save) {
+    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& save,
+    const BackwardOptions& options) {
     // Kernels launch on the current device's stream: make it the device of the tensors.
     const c10::DeviceGuard guard(w_hh.device());
+    const bool initial = options.initial_state_grad;
     const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
     Tensor dxproj = at::empty({T, B, 3 * H}, save.options());
     Tensor dhproj = at::empty({T, B, 3 * H}, save.options());
@@ -488,18 +505,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
         };
         if (const int64_t slices = row_slices(w_hh, B)) {
             for_row_slices(B, slices, [&](int64_t b0, int64_t b1) {
-                backward_rows(T, B, 3 * H, ptr<scalar_t>(dh), dhp, w_hh_c, true, args, b0, b1);
+                backward_rows(T, B, 3 * H, ptr<scalar_t>(dh), dhp, w_hh_c, true, initial, args, b0, b1);
             });
             return;
         }
         for (int64_t t = T - 1; t >= 0; --t) {
             CHARLSTM_STEP(gru_backward_step, args(t), y);
-            product(all_rows(dh), Rows{dhproj, t * B, B}, w_hh_c, true);
+            if (t > 0 || initial) product(all_rows(dh), Rows{dhproj, t * B, B}, w_hh_c, true);
         }
     });
     const Tensor dx2d = dxproj.view({T * B, 3 * H}), dh2d = dhproj.view({T * B, 3 * H});
-    auto [dw_ih, dx] = input_grads(dx2d, x, w_ih);
-    return {dx, dh, dw_ih, recurrent_weight_grad(dh2d, h0, y), dx2d.sum(0), dh2d.sum(0)};
+    const bool wt = options.transposed_weight_grads;
+    auto [dw_ih, dx, db_ih] = input_grads(dx2d, x, w_ih, wt);
+    return {dx, initial ? dh : Tensor(), dw_ih, recurrent_weight_grad(dh2d, h0, y, wt), db_ih, dh2d.sum(0)};
 }
 
 std::tuple<Tensor, Tensor> rnn_forward(
@@ -540,9 +558,10 @@ std::tuple<Tensor, Tensor> rnn_forward(
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
-    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, bool relu) {
+    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, bool relu, const BackwardOptions& options) {
     // Kernels launch on the current device's stream: make it the device of the tensors.
     const c10::DeviceGuard guard(w_hh.device());
+    const bool initial = options.initial_state_grad;
     const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
     Tensor dpre = at::empty({T, B, H}, y.options());
     Tensor dh = initial_grad(grad_hT, h0);
@@ -556,18 +575,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
         };
         if (const int64_t slices = row_slices(w_hh, B)) {
             for_row_slices(B, slices, [&](int64_t b0, int64_t b1) {
-                backward_rows(T, B, H, ptr<scalar_t>(dh), dp, w_hh_c, false, args, b0, b1);
+                backward_rows(T, B, H, ptr<scalar_t>(dh), dp, w_hh_c, false, initial, args, b0, b1);
             });
             return;
         }
         for (int64_t t = T - 1; t >= 0; --t) {
             CHARLSTM_STEP(rnn_backward_step, args(t), y);
-            product(all_rows(dh), Rows{dpre, t * B, B}, w_hh_c, false);
+            if (t > 0 || initial) product(all_rows(dh), Rows{dpre, t * B, B}, w_hh_c, false);
         }
     });
     const Tensor d2d = dpre.view({T * B, H});
-    auto [dw_ih, dx] = input_grads(d2d, x, w_ih);
-    return {dx, dh, dw_ih, recurrent_weight_grad(d2d, h0, y), d2d.sum(0)};
+    const bool wt = options.transposed_weight_grads;
+    auto [dw_ih, dx, db] = input_grads(d2d, x, w_ih, wt);
+    return {dx, initial ? dh : Tensor(), dw_ih, recurrent_weight_grad(d2d, h0, y, wt), db};
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {

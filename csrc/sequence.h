@@ -22,11 +22,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh);
 
+// What a caller of the backward functions needs beyond the autograd ops' defaults.
+struct BackwardOptions {
+    // false: dh0 (and dc0) come back undefined, and the last step's product with w_hh, which
+    // only they need, is skipped.
+    bool initial_state_grad = true;
+    // true: dw_ih and dw_hh come back transposed, [I, G*H] and [H, G*H], as the products make
+    // them; the caller then saves a transposed copy of each.
+    bool transposed_weight_grads = false;
+};
+
 // -> dx (empty for token ids), dh0, dc0, dw_ih, dw_hh, db (shared by b_ih and b_hh)
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const OptTensor& grad_y, const OptTensor& grad_hT, const OptTensor& grad_cT, const Tensor& x,
     const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
-    const Tensor& gates, const Tensor& cs);
+    const Tensor& gates, const Tensor& cs, const BackwardOptions& options = {});
 
 // -> y, hT, save
 std::tuple<Tensor, Tensor, Tensor> gru_forward(
@@ -36,7 +46,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
 // -> dx, dh0, dw_ih, dw_hh, db_ih, db_hh
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
-    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& save);
+    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& save,
+    const BackwardOptions& options = {});
 
 // -> y, hT
 std::tuple<Tensor, Tensor> rnn_forward(
@@ -46,7 +57,7 @@ std::tuple<Tensor, Tensor> rnn_forward(
 // -> dx, dh0, dw_ih, dw_hh, db (shared by b_ih and b_hh)
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
-    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, bool relu);
+    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, bool relu, const BackwardOptions& options = {});
 
 
 // What the drivers also lend to lm_step.cpp; on the CPU in float the product runs brgemm (see
