@@ -227,38 +227,16 @@ void backward_rows(int64_t steps, int64_t B, int64_t width, T* dh, const T* dpre
 }
 
 // o[c * ldo + r] = in[r * C + c] for the row-major [R, C] `in`: its transpose written into rows of
-// length ldo, which may hold other columns too.
+// length ldo, which may hold other columns too. Strips of 16 rows go to the threads, so that each
+// 64-byte piece of an output row has one writer.
 template <typename scalar_t>
 void transpose_into(const scalar_t* in, int64_t R, int64_t C, scalar_t* o, int64_t ldo) {
-    // Blocks of 16 x 16 go through a local buffer: each input row segment is read whole, each
-    // output one written whole. (Reading a 32-wide tile column by column hits the same cache
-    // sets again and again when a row is a multiple of 4 KB: a 256 x 1024 weight took ~290 us
-    // that way, ~55 us like this, and ATen's one-thread copy ~140 us.)
-    constexpr int64_t tile = 16;
-    const int64_t grain = std::max<int64_t>(1, 16384 / (tile * C));
-    at::parallel_for(0, (R + tile - 1) / tile, grain, [&](int64_t b0, int64_t b1) {
-        for (int64_t rb = b0 * tile; rb < std::min(R, b1 * tile); rb += tile) {
-            const int64_t rn = std::min(R - rb, tile);
-            for (int64_t cb = 0; cb < C; cb += tile) {
-                const int64_t cn = std::min(C - cb, tile);
-                if (rn == tile && cn == tile) {
-                    scalar_t block[tile][tile];
-                    for (int64_t i = 0; i < tile; ++i) {
-                        for (int64_t j = 0; j < tile; ++j) block[j][i] = in[(rb + i) * C + cb + j];
-                    }
-                    for (int64_t j = 0; j < tile; ++j) {
-                        for (int64_t i = 0; i < tile; ++i) o[(cb + j) * ldo + rb + i] = block[j][i];
-                    }
-                } else {
-                    for (int64_t i = 0; i < rn; ++i) {
-                        for (int64_t j = 0; j < cn; ++j) o[(cb + j) * ldo + rb + i] = in[(rb + i) * C + cb + j];
-                    }
-                }
-            }
-        }
+    constexpr int64_t strip = 16;
+    const int64_t grain = std::max<int64_t>(1, 16384 / (strip * C));
+    at::parallel_for(0, (R + strip - 1) / strip, grain, [&](int64_t s0, int64_t s1) {
+        cpu::transpose_rows(in, C, o, ldo, s0 * strip, std::min(R, s1 * strip));
     });
 }
-
 
 // w_ih^T with a bias folded in: row v is the input projection of token v. `transposed` always
 // returns a new tensor, so adding the bias in place never writes into the weights.

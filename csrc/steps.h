@@ -110,6 +110,10 @@ template <typename S> void gru_backward_step(const GruBackwardStep<S>& a);
 template <typename S> void rnn_forward_step(const RnnForwardStep<S>& a);
 template <typename S> void rnn_backward_step(const RnnBackwardStep<S>& a);
 template <typename S> void xent_step(const XentStep<S>& a);
+// Rows [r0, r1) of the row-major `in` (C columns) into columns r0..r1 of `o`, whose rows are ldo
+// long: o[c * ldo + r] = in[r * C + c]. On the calling thread.
+void transpose_rows(const float* in, int64_t C, float* o, int64_t ldo, int64_t r0, int64_t r1);
+void transpose_rows(const double* in, int64_t C, double* o, int64_t ldo, int64_t r0, int64_t r1);
 
 // The same work for batch rows [b0, b1) only, on the calling thread: for drivers that split the
 // batch between threads themselves and run every time step of a slice without meeting.

@@ -19,6 +19,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define CHARLSTM_X86_DISPATCH 1
+#include <immintrin.h>
 #endif
 
 #define CHARLSTM_ALWAYS_INLINE inline __attribute__((always_inline))
@@ -184,6 +185,67 @@ CHARLSTM_ALWAYS_INLINE void xent_body(const XentStep<S>& a, int64_t b0, int64_t 
     }
 }
 
+// Rows [r0, r1) of the row-major [R, C] `in`, transposed into columns r0..r1 of `o` (rows of
+// length ldo): o[c * ldo + r] = in[r * C + c].
+template <typename S>
+CHARLSTM_ALWAYS_INLINE void transpose_scalar(const S* in, int64_t C, S* o, int64_t ldo, int64_t r0, int64_t r1) {
+    constexpr int64_t tile = 16;
+    for (int64_t rb = r0; rb < r1; rb += tile) {
+        const int64_t rn = std::min(r1 - rb, tile);
+        for (int64_t cb = 0; cb < C; cb += tile) {
+            const int64_t cn = std::min(C - cb, tile);
+            // Through a local block: each input row segment is read whole, each output one written
+            // whole (reading a tile column by column hits one cache set when a row is 4 KB long).
+            S block[tile][tile];
+            for (int64_t i = 0; i < rn; ++i) {
+                for (int64_t j = 0; j < cn; ++j) block[j][i] = in[(rb + i) * C + cb + j];
+            }
+            for (int64_t j = 0; j < cn; ++j) {
+                for (int64_t i = 0; i < rn; ++i) o[(cb + j) * ldo + rb + i] = block[j][i];
+            }
+        }
+    }
+}
+
+#ifdef CHARLSTM_X86_DISPATCH
+// An 8 x 8 block of floats transposed in registers: 24 shuffles instead of 64 scalar moves each way.
+__attribute__((target("avx2,fma"))) CHARLSTM_ALWAYS_INLINE void transpose8(const float* in, int64_t ldi, float* o,
+                                                                           int64_t ldo) {
+    __m256 r[8], t[8];
+    for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(in + k * ldi);
+    for (int k = 0; k < 8; k += 2) {
+        t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+        t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 8; k += 4) {
+        r[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
+        r[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
+        r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+        r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; ++k) {
+        _mm256_storeu_ps(o + k * ldo, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
+        _mm256_storeu_ps(o + (k + 4) * ldo, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+    }
+}
+
+// transpose_scalar's contract, by 8 x 8 register blocks where they fit: a 640 x 256 float matrix
+// in cache took ~20 us against ~60 us through the local block.
+__attribute__((target("avx2,fma"))) void transpose_avx2(const float* in, int64_t C, float* o, int64_t ldo,
+                                                        int64_t r0, int64_t r1) {
+    const int64_t rows8 = r0 + (r1 - r0) / 8 * 8, cols8 = C / 8 * 8;
+    for (int64_t rb = r0; rb < rows8; rb += 8) {
+        for (int64_t cb = 0; cb < cols8; cb += 8) transpose8(in + rb * C + cb, C, o + cb * ldo + rb, ldo);
+    }
+    if (cols8 < C) {
+        for (int64_t r = r0; r < rows8; ++r) {
+            for (int64_t c = cols8; c < C; ++c) o[c * ldo + r] = in[r * C + c];
+        }
+    }
+    if (rows8 < r1) transpose_scalar(in, C, o, ldo, rows8, r1);
+}
+#endif
+
 #ifdef CHARLSTM_X86_DISPATCH
 enum class Simd { Baseline, Avx2, Avx512 };
 
@@ -252,6 +314,17 @@ const char* simd() {
 #else
     return "compiler default";
 #endif
+}
+
+void transpose_rows(const float* in, int64_t C, float* o, int64_t ldo, int64_t r0, int64_t r1) {
+#ifdef CHARLSTM_X86_DISPATCH
+    if (active_simd() != Simd::Baseline) return transpose_avx2(in, C, o, ldo, r0, r1);
+#endif
+    transpose_scalar(in, C, o, ldo, r0, r1);
+}
+
+void transpose_rows(const double* in, int64_t C, double* o, int64_t ldo, int64_t r0, int64_t r1) {
+    transpose_scalar(in, C, o, ldo, r0, r1);
 }
 
 template <typename S> void lstm_forward_step(const LstmForwardStep<S>& a) { run(a); }
