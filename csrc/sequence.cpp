@@ -288,28 +288,15 @@ std::tuple<Tensor, Tensor, Tensor> input_grads(const Tensor& dpre, const Tensor&
     if (is_ids(x)) {
         Tensor dtable = at::zeros({w_ih.size(1), w_ih.size(0)}, w_ih.options()), dbias;
         if (dpre.is_cpu()) {
-            // Row r of dpre adds into row x[r] of the table and into the column sums. Each thread
-            // takes a band of columns of every row, so no two write one element; index_add_
-            // sorted the ids first, and a separate sum read dpre a second time.
+            // One pass over dpre: each thread adds its band of columns of every row into the
+            // table (index_add_ sorted the ids first), then sums the table's columns, which are
+            // dpre's (a sum over the vocabulary instead of a second pass over T*B rows).
             const Tensor d = dpre.contiguous();
-            const int64_t N = d.size(0), G = d.size(1);
-            dbias = at::zeros({G}, w_ih.options());
-            const int64_t* id = x.data_ptr<int64_t>();
+            dbias = at::empty({d.size(1)}, w_ih.options());
             AT_DISPATCH_FLOATING_TYPES(d.scalar_type(), "input_grads", [&] {
-                const scalar_t* src = d.data_ptr<scalar_t>();
-                scalar_t* table = dtable.data_ptr<scalar_t>();
-                scalar_t* sums = dbias.data_ptr<scalar_t>();
-                const int64_t grain = std::max<int64_t>(16, 32768 / std::max<int64_t>(N, 1));
-                at::parallel_for(0, G, grain, [&](int64_t c0, int64_t c1) {
-                    for (int64_t r = 0; r < N; ++r) {
-                        scalar_t* row = table + id[r] * G;
-                        const scalar_t* add = src + r * G;
-                        _Pragma("omp simd") for (int64_t c = c0; c < c1; ++c) {
-                            row[c] += add[c];
-                            sums[c] += add[c];
-                        }
-                    }
-                });
+                cpu::scatter_add(ScatterAdd<scalar_t>{d.data_ptr<scalar_t>(), x.data_ptr<int64_t>(),
+                                                      dtable.data_ptr<scalar_t>(), dbias.data_ptr<scalar_t>(),
+                                                      d.size(0), dtable.size(0), d.size(1)});
             });
         } else {
             dtable.index_add_(0, x.reshape({-1}), dpre);

@@ -96,6 +96,18 @@ struct XentStep {
     int64_t batch, hidden;
 };
 
+// table[ids[r]] += src[r] for every row r of src [rows, width] (the input-weight gradient of token
+// ids), then, when sums is given, sums = the column sums of table [table_rows, width], which are
+// those of src (the bias gradient).
+template <typename S>
+struct ScatterAdd {
+    const S* src;
+    const int64_t* ids;
+    S* table;
+    S* sums;
+    int64_t rows, table_rows, width;
+};
+
 namespace cpu {
 // The build of the float loops this process runs: "avx512", "avx2+fma" or "baseline x86-64" (or
 // "compiler default" off x86-64 GCC). The widest the processor has, unless the environment
@@ -110,6 +122,7 @@ template <typename S> void gru_backward_step(const GruBackwardStep<S>& a);
 template <typename S> void rnn_forward_step(const RnnForwardStep<S>& a);
 template <typename S> void rnn_backward_step(const RnnBackwardStep<S>& a);
 template <typename S> void xent_step(const XentStep<S>& a);
+template <typename S> void scatter_add(const ScatterAdd<S>& a);
 // Rows [r0, r1) of the row-major `in` (C columns) into columns r0..r1 of `o`, whose rows are ldo
 // long: o[c * ldo + r] = in[r * C + c]. On the calling thread.
 void transpose_rows(const float* in, int64_t C, float* o, int64_t ldo, int64_t r0, int64_t r1);

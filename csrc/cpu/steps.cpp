@@ -246,6 +246,25 @@ __attribute__((target("avx2,fma"))) void transpose_avx2(const float* in, int64_t
 }
 #endif
 
+template <typename S>
+CHARLSTM_ALWAYS_INLINE void scatter_add_body(const ScatterAdd<S>& a, int64_t c0, int64_t c1) {
+    const int64_t G = a.width;
+    for (int64_t r = 0; r < a.rows; ++r) {
+        S* row = a.table + a.ids[r] * G;
+        const S* add = a.src + r * G;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) row[c] += add[c];
+    }
+    if (a.sums == nullptr) return;
+#pragma omp simd
+    for (int64_t c = c0; c < c1; ++c) a.sums[c] = S(0);
+    for (int64_t v = 0; v < a.table_rows; ++v) {
+        const S* row = a.table + v * G;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) a.sums[c] += row[c];
+    }
+}
+
 #ifdef CHARLSTM_X86_DISPATCH
 enum class Simd { Baseline, Avx2, Avx512 };
 
@@ -295,6 +314,7 @@ CHARLSTM_ROWS(GruBackwardStep, gru_backward_body)
 CHARLSTM_ROWS(RnnForwardStep, rnn_forward_body)
 CHARLSTM_ROWS(RnnBackwardStep, rnn_backward_body)
 CHARLSTM_ROWS(XentStep, xent_body)
+CHARLSTM_ROWS(ScatterAdd, scatter_add_body)
 #undef CHARLSTM_ROWS
 
 template <typename Args>
@@ -314,6 +334,13 @@ const char* simd() {
 #else
     return "compiler default";
 #endif
+}
+
+template <typename S>
+void scatter_add(const ScatterAdd<S>& a) {
+    // Bands of columns, so that no two threads write one element of the table.
+    const int64_t grain = std::max<int64_t>(16, 32768 / std::max<int64_t>(a.rows, 1)) / 16 * 16;
+    at::parallel_for(0, a.width, grain, [&](int64_t c0, int64_t c1) { rows(a, c0, c1); });
 }
 
 void transpose_rows(const float* in, int64_t C, float* o, int64_t ldo, int64_t r0, int64_t r1) {
@@ -349,6 +376,7 @@ template <typename S> void step_rows(const RnnBackwardStep<S>& a, int64_t b0, in
     template void rnn_forward_step<S>(const RnnForwardStep<S>&);                       \
     template void rnn_backward_step<S>(const RnnBackwardStep<S>&);                   \
     template void xent_step<S>(const XentStep<S>&);                                 \
+    template void scatter_add<S>(const ScatterAdd<S>&);                             \
     template void step_rows<S>(const LstmForwardStep<S>&, int64_t, int64_t);   \
     template void step_rows<S>(const LstmBackwardStep<S>&, int64_t, int64_t); \
     template void step_rows<S>(const GruForwardStep<S>&, int64_t, int64_t);     \
