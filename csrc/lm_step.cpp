@@ -3,7 +3,6 @@
 #include "lm_step.h"
 
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -16,31 +15,6 @@ namespace charlstm {
 namespace {
 
 bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
-
-// w [R, C] += alpha * g^T for g [C, R], both contiguous: the SGD update from a gradient that the
-// products made transposed, without materialising the transpose first (at H = 256 a transposed
-// copy of the recurrent gradient cost a fresh megabyte and a pass over it every step). Blocks of
-// 16 x 16: each row segment of g is read whole, each row segment of w updated whole.
-template <typename scalar_t>
-void add_transposed(scalar_t* w, const scalar_t* g, int64_t R, int64_t C, scalar_t alpha) {
-    constexpr int64_t tile = 16;
-    at::parallel_for(0, (R + tile - 1) / tile, std::max<int64_t>(1, 16384 / (tile * C)), [&](int64_t b0, int64_t b1) {
-        for (int64_t rb = b0 * tile; rb < std::min(R, b1 * tile); rb += tile) {
-            const int64_t rn = std::min(R - rb, tile);
-            for (int64_t cb = 0; cb < C; cb += tile) {
-                const int64_t cn = std::min(C - cb, tile);
-                scalar_t block[tile][tile];
-                for (int64_t j = 0; j < cn; ++j) {
-                    for (int64_t i = 0; i < rn; ++i) block[i][j] = g[(cb + j) * R + rb + i];
-                }
-                for (int64_t i = 0; i < rn; ++i) {
-                    scalar_t* row = w + (rb + i) * C + cb;
-                    for (int64_t j = 0; j < cn; ++j) row[j] += alpha * block[i][j];
-                }
-            }
-        }
-    });
-}
 
 // A weight and its gradient, which is [C, R] for an [R, C] weight when `transposed`.
 struct Move {
@@ -140,8 +114,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_s
             grads.push_back(m.grad);
         }
     }
-    const at::Tensor norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(all_grads)));
-    const double norm_value = norm.item<double>(), loss_value = loss.item<double>();
+    at::Tensor norm;
+    double norm_value;
+    if (w_hh.is_cpu()) {
+        // One pass over each gradient, without a dispatched op per tensor.
+        double squares = 0;
+        for (const at::Tensor& g : all_grads) {
+            const at::Tensor gc = g.contiguous();
+            AT_DISPATCH_FLOATING_TYPES(gc.scalar_type(), "lm_sgd_step", [&] {
+                squares += cpu::sum_squares(gc.data_ptr<scalar_t>(), gc.numel());
+            });
+        }
+        norm_value = std::sqrt(squares);
+        norm = at::scalar_tensor(norm_value, w_hh.options());
+    } else {
+        norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(all_grads)));
+        norm_value = norm.item<double>();
+    }
+    const double loss_value = loss.item<double>();
     if (std::isfinite(norm_value) && std::isfinite(loss_value)) {
         const double scale = clip > 0 ? clip / std::max(norm_value, clip) : 1.0;
         at::_foreach_add_(weights, grads, -lr * scale);
@@ -149,8 +139,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_s
             if (!m.transposed) continue;
             if (m.weight.is_cpu() && m.weight.is_contiguous()) {
                 AT_DISPATCH_FLOATING_TYPES(m.weight.scalar_type(), "lm_sgd_step", [&] {
-                    add_transposed(m.weight.data_ptr<scalar_t>(), m.grad.data_ptr<scalar_t>(), m.weight.size(0),
-                                   m.weight.size(1), static_cast<scalar_t>(-lr * scale));
+                    cpu::add_transposed(m.weight.data_ptr<scalar_t>(), m.grad.data_ptr<scalar_t>(),
+                                        m.weight.size(0), m.weight.size(1), static_cast<scalar_t>(-lr * scale));
                 });
             } else {
                 m.weight.add_(m.grad.t(), -lr * scale);

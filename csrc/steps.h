@@ -108,6 +108,14 @@ struct ScatterAdd {
     int64_t rows, table_rows, width;
 };
 
+// chunk_sums[k] = the sum of squares of data[k * 4096, (k + 1) * 4096) (to the end of size).
+template <typename S>
+struct SquareSums {
+    const S* data;
+    int64_t size;
+    double* chunk_sums;
+};
+
 namespace cpu {
 // The build of the float loops this process runs: "avx512", "avx2+fma" or "baseline x86-64" (or
 // "compiler default" off x86-64 GCC). The widest the processor has, unless the environment
@@ -123,6 +131,11 @@ template <typename S> void rnn_forward_step(const RnnForwardStep<S>& a);
 template <typename S> void rnn_backward_step(const RnnBackwardStep<S>& a);
 template <typename S> void xent_step(const XentStep<S>& a);
 template <typename S> void scatter_add(const ScatterAdd<S>& a);
+// The sum of squares of `size` contiguous values, in double (4k-value chunks summed in S first).
+template <typename S> double sum_squares(const S* data, int64_t size);
+// w[r, c] += alpha * g[c, r] for the contiguous w [R, C] and g [C, R].
+void add_transposed(float* w, const float* g, int64_t R, int64_t C, float alpha);
+void add_transposed(double* w, const double* g, int64_t R, int64_t C, double alpha);
 // Rows [r0, r1) of the row-major `in` (C columns) into columns r0..r1 of `o`, whose rows are ldo
 // long: o[c * ldo + r] = in[r * C + c]. On the calling thread.
 void transpose_rows(const float* in, int64_t C, float* o, int64_t ldo, int64_t r0, int64_t r1);

@@ -110,8 +110,11 @@ def test_no_clipping_when_clip_is_off_or_above_the_norm(clip):
 
 
 @pytest.mark.parametrize("cell", list(GATES))
-def test_float32_within_twice_the_reference_error(cell, device):
-    window, state, weights = make(cell, 10, 16, 27, 32, device=device)
+# H = 67: weights of more than 4k values (the norm's chunks) and sides that are not multiples of 8
+# (the tails of the blocked transposed update).
+@pytest.mark.parametrize("shape", [(10, 16, 27, 32), (5, 8, 27, 67)], ids=lambda s: "T{}B{}V{}H{}".format(*s))
+def test_float32_within_twice_the_reference_error(cell, shape, device):
+    window, state, weights = make(cell, *shape, device=device)
     exact = autograd_step(cell, window, state, weights, lr=1.0, clip=1.25)
     as32 = ({k: None if v is None else v.float() for k, v in weights.items()}, tuple(s.float() for s in state))
     ref32 = autograd_step(cell, window, as32[1], as32[0], lr=1.0, clip=1.25)

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "cells.h"
 #include "steps.h"
@@ -207,25 +208,62 @@ CHARLSTM_ALWAYS_INLINE void transpose_scalar(const S* in, int64_t C, S* o, int64
     }
 }
 
+// w[r, c] += alpha * g[c, r] for rows [r0, r1) of the row-major [R, C] w and g [C, R]: an SGD
+// update from a gradient kept transposed. By 16 x 16 blocks through a local buffer, as above.
+template <typename S>
+CHARLSTM_ALWAYS_INLINE void add_transposed_scalar(S* w, const S* g, int64_t R, int64_t C, S alpha, int64_t r0,
+                                                  int64_t r1) {
+    constexpr int64_t tile = 16;
+    for (int64_t rb = r0; rb < r1; rb += tile) {
+        const int64_t rn = std::min(r1 - rb, tile);
+        for (int64_t cb = 0; cb < C; cb += tile) {
+            const int64_t cn = std::min(C - cb, tile);
+            S block[tile][tile];
+            for (int64_t j = 0; j < cn; ++j) {
+                for (int64_t i = 0; i < rn; ++i) block[i][j] = g[(cb + j) * R + rb + i];
+            }
+            for (int64_t i = 0; i < rn; ++i) {
+                S* row = w + (rb + i) * C + cb;
+                for (int64_t j = 0; j < cn; ++j) row[j] += alpha * block[i][j];
+            }
+        }
+    }
+}
+
+// The sum of squares of n values, in chunks of 4k summed in S lanes and then in double.
+constexpr int64_t kSquareChunk = 4096;
+
+template <typename S>
+CHARLSTM_ALWAYS_INLINE void square_sums_body(const SquareSums<S>& a, int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+        const S* p = a.data + k * kSquareChunk;
+        const int64_t n = std::min(kSquareChunk, a.size - k * kSquareChunk);
+        S sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < n; ++i) sum += p[i] * p[i];
+        a.chunk_sums[k] = static_cast<double>(sum);
+    }
+}
+
 #ifdef CHARLSTM_X86_DISPATCH
-// An 8 x 8 block of floats transposed in registers: 24 shuffles instead of 64 scalar moves each way.
-__attribute__((target("avx2,fma"))) CHARLSTM_ALWAYS_INLINE void transpose8(const float* in, int64_t ldi, float* o,
-                                                                           int64_t ldo) {
-    __m256 r[8], t[8];
-    for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(in + k * ldi);
+// An 8 x 8 block of floats transposed in registers (unpack, shuffle, permute: 24 shuffles instead
+// of 64 scalar moves each way): r[k] holds row k of the block before, column k after.
+__attribute__((target("avx2,fma"))) CHARLSTM_ALWAYS_INLINE void transpose8(__m256 r[8]) {
+    __m256 t[8];
     for (int k = 0; k < 8; k += 2) {
         t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
         t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
     }
+    __m256 u[8];
     for (int k = 0; k < 8; k += 4) {
-        r[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
-        r[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
-        r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
-        r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+        u[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
+        u[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
+        u[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+        u[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
     }
     for (int k = 0; k < 4; ++k) {
-        _mm256_storeu_ps(o + k * ldo, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
-        _mm256_storeu_ps(o + (k + 4) * ldo, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+        r[k] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x20);
+        r[k + 4] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x31);
     }
 }
 
@@ -235,14 +273,39 @@ __attribute__((target("avx2,fma"))) void transpose_avx2(const float* in, int64_t
                                                         int64_t r0, int64_t r1) {
     const int64_t rows8 = r0 + (r1 - r0) / 8 * 8, cols8 = C / 8 * 8;
     for (int64_t rb = r0; rb < rows8; rb += 8) {
-        for (int64_t cb = 0; cb < cols8; cb += 8) transpose8(in + rb * C + cb, C, o + cb * ldo + rb, ldo);
-    }
-    if (cols8 < C) {
-        for (int64_t r = r0; r < rows8; ++r) {
+        for (int64_t cb = 0; cb < cols8; cb += 8) {
+            __m256 r[8];
+            for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(in + (rb + k) * C + cb);
+            transpose8(r);
+            for (int k = 0; k < 8; ++k) _mm256_storeu_ps(o + (cb + k) * ldo + rb, r[k]);
+        }
+        for (int64_t r = rb; r < rb + 8; ++r) {
             for (int64_t c = cols8; c < C; ++c) o[c * ldo + r] = in[r * C + c];
         }
     }
     if (rows8 < r1) transpose_scalar(in, C, o, ldo, rows8, r1);
+}
+
+// add_transposed_scalar's contract by 8 x 8 register blocks.
+__attribute__((target("avx2,fma"))) void add_transposed_avx2(float* w, const float* g, int64_t R, int64_t C,
+                                                             float alpha, int64_t r0, int64_t r1) {
+    const int64_t rows8 = r0 + (r1 - r0) / 8 * 8, cols8 = C / 8 * 8;
+    const __m256 a = _mm256_set1_ps(alpha);
+    for (int64_t rb = r0; rb < rows8; rb += 8) {
+        for (int64_t cb = 0; cb < cols8; cb += 8) {
+            __m256 r[8];
+            for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(g + (cb + k) * R + rb);
+            transpose8(r);
+            for (int k = 0; k < 8; ++k) {
+                float* row = w + (rb + k) * C + cb;
+                _mm256_storeu_ps(row, _mm256_fmadd_ps(a, r[k], _mm256_loadu_ps(row)));
+            }
+        }
+        for (int64_t r = rb; r < rb + 8; ++r) {
+            for (int64_t c = cols8; c < C; ++c) w[r * C + c] += alpha * g[c * R + r];
+        }
+    }
+    if (rows8 < r1) add_transposed_scalar(w, g, R, C, alpha, rows8, r1);
 }
 #endif
 
@@ -315,6 +378,7 @@ CHARLSTM_ROWS(RnnForwardStep, rnn_forward_body)
 CHARLSTM_ROWS(RnnBackwardStep, rnn_backward_body)
 CHARLSTM_ROWS(XentStep, xent_body)
 CHARLSTM_ROWS(ScatterAdd, scatter_add_body)
+CHARLSTM_ROWS(SquareSums, square_sums_body)
 #undef CHARLSTM_ROWS
 
 template <typename Args>
@@ -354,6 +418,33 @@ void transpose_rows(const double* in, int64_t C, double* o, int64_t ldo, int64_t
     transpose_scalar(in, C, o, ldo, r0, r1);
 }
 
+void add_transposed(float* w, const float* g, int64_t R, int64_t C, float alpha) {
+    at::parallel_for(0, (R + 15) / 16, std::max<int64_t>(1, 16384 / (16 * C)), [&](int64_t b0, int64_t b1) {
+        const int64_t r0 = b0 * 16, r1 = std::min(R, b1 * 16);
+#ifdef CHARLSTM_X86_DISPATCH
+        if (active_simd() != Simd::Baseline) return add_transposed_avx2(w, g, R, C, alpha, r0, r1);
+#endif
+        add_transposed_scalar(w, g, R, C, alpha, r0, r1);
+    });
+}
+
+void add_transposed(double* w, const double* g, int64_t R, int64_t C, double alpha) {
+    at::parallel_for(0, (R + 15) / 16, std::max<int64_t>(1, 16384 / (16 * C)), [&](int64_t b0, int64_t b1) {
+        add_transposed_scalar(w, g, R, C, alpha, b0 * 16, std::min(R, b1 * 16));
+    });
+}
+
+template <typename S>
+double sum_squares(const S* data, int64_t size) {
+    const int64_t chunks = (size + kSquareChunk - 1) / kSquareChunk;
+    std::vector<double> sums(chunks);
+    const SquareSums<S> a{data, size, sums.data()};
+    at::parallel_for(0, chunks, 8, [&](int64_t k0, int64_t k1) { rows(a, k0, k1); });
+    double total = 0;
+    for (double v : sums) total += v;
+    return total;
+}
+
 template <typename S> void lstm_forward_step(const LstmForwardStep<S>& a) { run(a); }
 template <typename S> void lstm_backward_step(const LstmBackwardStep<S>& a) { run(a); }
 template <typename S> void gru_forward_step(const GruForwardStep<S>& a) { run(a); }
@@ -377,6 +468,7 @@ template <typename S> void step_rows(const RnnBackwardStep<S>& a, int64_t b0, in
     template void rnn_backward_step<S>(const RnnBackwardStep<S>&);                   \
     template void xent_step<S>(const XentStep<S>&);                                 \
     template void scatter_add<S>(const ScatterAdd<S>&);                             \
+    template double sum_squares<S>(const S*, int64_t);                              \
     template void step_rows<S>(const LstmForwardStep<S>&, int64_t, int64_t);   \
     template void step_rows<S>(const LstmBackwardStep<S>&, int64_t, int64_t); \
     template void step_rows<S>(const GruForwardStep<S>&, int64_t, int64_t);     \
