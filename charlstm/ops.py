@@ -75,8 +75,8 @@ def lm_sgd_step(window, state, w_ih, w_hh, b_ih, b_hh, w_out, b_out, *, cell="ls
         raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
     c = state[1] if len(state) > 1 else None
     with torch.no_grad():
-        loss, norm, logits, hT, cT = _ops.lm_sgd_step(window, state[0], c, w_ih, w_hh, b_ih, b_hh, w_out,
-                                                      b_out, cell, float(lr), float(clip))
+        loss, norm, logits, hT, cT = _ops.lm_sgd_step.default(window, state[0], c, w_ih, w_hh, b_ih, b_hh,
+                                                              w_out, b_out, cell, float(lr), float(clip))
     return loss, norm, logits, ((hT, cT) if c is not None else (hT,))
 
 

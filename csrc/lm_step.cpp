@@ -56,6 +56,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_s
     // Softmax cross-entropy, mean over the N predictions, and its gradient (softmax - one-hot) / N.
     const at::Tensor logits = linear(y2d, w_out, b_out);
     at::Tensor loss, dlogits;
+    double loss_value;
     if (logits.is_cpu()) {
         const int64_t V = logits.size(1);
         dlogits = at::empty_like(logits);
@@ -64,13 +65,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_s
             cpu::xent_step(XentStep<scalar_t>{logits.data_ptr<scalar_t>(), targets.data_ptr<int64_t>(),
                                               dlogits.data_ptr<scalar_t>(), row_loss.data_ptr<scalar_t>(),
                                               scalar_t(1) / static_cast<scalar_t>(N), N, V});
+            // The mean here, in double, rather than as two more dispatched ops (mean, item).
+            const scalar_t* rows = row_loss.data_ptr<scalar_t>();
+            double total = 0;
+            for (int64_t i = 0; i < N; ++i) total += static_cast<double>(rows[i]);
+            loss_value = total / static_cast<double>(N);
         });
-        loss = row_loss.mean();
+        loss = at::scalar_tensor(loss_value, logits.options());
     } else {
         dlogits = at::log_softmax(logits, 1);
         const at::Tensor picked = dlogits.gather(1, targets);
         loss = picked.mean().neg();
         dlogits.exp_().scatter_(1, targets, picked.exp().sub_(1)).mul_(1.0 / static_cast<double>(N));
+        loss_value = loss.item<double>();
     }
     // w_out's gradient y^T dlogits [H, V], computed transposed as dlogits^T y [V, H]: the transpose
     // then moves [N, V] instead of [N, H].
@@ -131,7 +138,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_s
         norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(all_grads)));
         norm_value = norm.item<double>();
     }
-    const double loss_value = loss.item<double>();
     if (std::isfinite(norm_value) && std::isfinite(loss_value)) {
         const double scale = clip > 0 ? clip / std::max(norm_value, clip) : 1.0;
         at::_foreach_add_(weights, grads, -lr * scale);
