@@ -415,6 +415,32 @@ for cell, G in (("lstm", 4), ("gru", 3), ("rnn", 1)):
     exact, ref32, fused = run(reference, torch.float64), run(reference, torch.float32), run(ops, torch.float32)
     out["errors"][cell] = [[(f - e).abs().max().item(), (r - e).abs().max().item(), e.abs().max().item()]
                            for f, r, e in zip(fused, ref32, exact)]
+# The whole training step on token ids: the id gradient's scatter-add, the softmax cross-entropy,
+# the gradient norm and the transposed update run their own per-build loops.
+gen = torch.Generator().manual_seed(1)
+win = torch.randint(0, I, (T + 1, B), generator=gen)
+base = [torch.randn(4 * H, I, generator=gen) * 0.3, torch.randn(4 * H, H, generator=gen) * 0.3,
+        torch.randn(4 * H, generator=gen) * 0.1, torch.randn(4 * H, generator=gen) * 0.1,
+        torch.randn(H, I, generator=gen) * 0.3, torch.randn(I, generator=gen) * 0.1]
+state = [torch.randn(B, H, generator=gen) * 0.5 for _ in range(2)]
+def step(dtype, fused):
+    w, s = [t.to(dtype).clone() for t in base], [t.to(dtype) for t in state]
+    if fused:
+        loss, norm, logits, _ = ops.lm_sgd_step(win, s, *w, cell="lstm", lr=0.5, clip=0.1)
+        return [loss.double(), norm.double(), logits.double()] + [t.double() for t in w]
+    w = [t.requires_grad_() for t in w]
+    y, _ = reference.lstm(win[:-1], s[0], s[1], *w[:4])
+    logits = y.reshape(-1, H) @ w[4] + w[5]
+    loss = torch.nn.functional.cross_entropy(logits, win[1:].reshape(-1))
+    loss.backward()
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.grad) for t in w]))
+    scale = 0.1 / max(norm.item(), 0.1)
+    with torch.no_grad():
+        return [loss.double(), norm.double(), logits.double()] + [(t - 0.5 * scale * t.grad).double() for t in w]
+exact, ref32, fused = step(torch.float64, False), step(torch.float32, False), step(torch.float32, True)
+assert exact[1].item() > 0.1, "the step must clip"
+out["errors"]["lm_sgd_step"] = [[(f - e).abs().max().item(), (r - e).abs().max().item(), e.abs().max().item()]
+                                for f, r, e in zip(fused, ref32, exact)]
 print(json.dumps(out))
 """
 
