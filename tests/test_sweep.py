@@ -19,7 +19,8 @@ ROOT = HERE.parent
 
 @dataclasses.dataclass
 class FakeConfig:
-    """The fields and defaults of charlstm.train.TrainConfig, for tests that need no training."""
+    """The fields, types and defaults of charlstm.train.TrainConfig (a test holds them equal), for
+    sweep workers that train nothing and so need not import torch."""
 
     data: str | None = None
     url: str | None = None
@@ -31,15 +32,29 @@ class FakeConfig:
     decay_steps: int = 5000
     decay_rate: float = 0.1
     clip: float = 1.25
-    init: float = 0.1
+    init: str = "truncated_normal:-0.1,0.1"
     valid_size: int = 1000
     summary_frequency: int = 100
     cell: str = "lstm"
     backend: str = "fused"
-    seed: int | None = None
+    seed: int = 0
     threads: int | None = None
     device: str = "cpu"
+    dtype: str = "float32"
     out: str | None = None
+    resume: str | None = None
+
+
+def test_fake_config_mirrors_train_config():
+    import typing
+
+    from charlstm.train import TrainConfig
+
+    def shape(cls):
+        hints = typing.get_type_hints(cls)
+        return [(f.name, hints[f.name], f.default) for f in dataclasses.fields(cls)]
+
+    assert shape(FakeConfig) == shape(TrainConfig)
 
 
 def fake_perplexity(config, steps):
