@@ -104,14 +104,14 @@ struct Rows {
 
 Rows all_rows(const Tensor& t) { return {t, 0, t.numel() / std::max<int64_t>(t.size(-1), 1)}; }
 
-// out[M, N] = a[M, K] b[K, N], or += when `accumulate`; b is contiguous.
+// out[M, N] = a[M, K] b[K, N], or += when `accumulate`.
 // Float products on the CPU run oneDNN's batch-reduce GEMM kernel (through ATen's cpublas, which
 // falls back to BLAS where oneDNN lacks it), the columns split between the threads: at the
 // per-step shapes here ([64, H] x [H, 4H]) it is 1.3-1.8x faster than at::mm, whose threading and
 // packing of b cost as much as the product. Everything else goes to at::mm.
 void product(const Rows& out, const Rows& a, const Tensor& b, bool accumulate) {
     const int64_t M = a.rows, K = a.cols(), N = b.size(1);
-    if (!brgemm_path(b) || M == 0 || K == 0 || N == 0) {
+    if (!brgemm_path(b) || !b.is_contiguous() || M == 0 || K == 0 || N == 0) {
         Tensor o = out.view();
         if (accumulate) {
             o.addmm_(a.view(), b);
@@ -238,6 +238,12 @@ void transpose_into(const scalar_t* in, int64_t R, int64_t C, scalar_t* o, int64
     });
 }
 
+// w_hh^T, the right operand of the forward's per-step products, for T * B = `rows` rows in all. A
+// contiguous copy, which brgemm needs, pays for itself over many rows; for a handful (sampling one
+// character at a time) the transposed view goes to at::mm, which reads it in place: copying a
+// 1024 x 256 weight cost more than that step's product.
+Tensor recurrent_operand(const Tensor& w_hh, int64_t rows) { return rows < 8 ? w_hh.t() : transposed(w_hh); }
+
 // w_ih^T with a bias folded in: row v is the input projection of token v. `transposed` always
 // returns a new tensor, so adding the bias in place never writes into the weights.
 Tensor gather_table(const Tensor& w_ih, const Tensor& bias) {
@@ -335,7 +341,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     } else {
         project_inputs(x, w_ih, bias, gates.view({T * B, 4 * H}));
     }
-    const Tensor w_hh_t = transposed(w_hh);
+    const Tensor w_hh_t = recurrent_operand(w_hh, T * B);
     CHARLSTM_DISPATCH(w_hh.scalar_type(), "lstm_forward", [&] {
         const auto g = ptr<scalar_t>(gates), yp = ptr<scalar_t>(y), c = ptr<scalar_t>(cs);
         const auto args = [&](int64_t t) {
@@ -412,7 +418,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
         xproj = at::empty({T, B, 3 * H}, opts);
         project_inputs(x, w_ih, bias_ih, xproj.view({T * B, 3 * H}));
     }
-    const Tensor w_hh_t = transposed(w_hh);
+    const Tensor w_hh_t = recurrent_operand(w_hh, T * B);
     CHARLSTM_DISPATCH(w_hh.scalar_type(), "gru_forward", [&] {
         const auto yp = ptr<scalar_t>(y), sp = ptr<scalar_t>(save), xp = ptr<scalar_t>(xproj);
         const auto hp = ptr<scalar_t>(hproj);
@@ -500,7 +506,7 @@ std::tuple<Tensor, Tensor> rnn_forward(
     } else {
         project_inputs(x, w_ih, bias, y.view({T * B, H}));
     }
-    const Tensor w_hh_t = transposed(w_hh);
+    const Tensor w_hh_t = recurrent_operand(w_hh, T * B);
     CHARLSTM_DISPATCH(w_hh.scalar_type(), "rnn_forward", [&] {
         const auto yp = ptr<scalar_t>(y);
         const auto args = [&](int64_t t) {
