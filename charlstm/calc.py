@@ -64,6 +64,8 @@ class CalcConfig:
         for name in ("n_fac", "hidden", "epochs", "batch_size", "restarts", "length", "digits"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.task == "count-ones" and self.digits != 1:
+            raise ValueError("--digits applies to add/sub/mul only; count-ones strings are --length bits long")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"--lr must be a positive number, got {self.lr}")
 
@@ -305,6 +307,7 @@ def study(base: CalcConfig, models, hidden_sizes=None, lengths=None, out="calc-s
     the cells it already holds, so an interrupted study resumes.
     """
     check_task(base.task)
+    base.check()
     if not models:
         raise ValueError(f"--models needs at least one of {','.join(CALCULATORS)}")
     hidden_sizes = list(hidden_sizes or STUDY_DEFAULT_HIDDEN.get(base.task, [1, 2, 5, 10, 20, 40]))

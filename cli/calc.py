@@ -55,7 +55,7 @@ def calc(
         help="linear: embedding and a linear recurrence; tanh: embedding, input layer, tanh recurrence; "
              "rnn / gru / lstm: charlstm.nn.")] = ModelName.linear,
     digits: Digits = 1,
-    length: Annotated[int, typer.Option(min=1, help="Bits per string for count-ones.")] = 8,
+    length: Annotated[Optional[int], typer.Option(min=1, help="Bits per string for count-ones [default: 8].")] = None,
     samples: Samples = 1000,
     valid_fraction: ValidFraction = 0.2,
     n_fac: NFac = 1,
@@ -77,10 +77,13 @@ def calc(
         return
     from charlstm.calc import CalcConfig, describe, plot_embeddings, stderr_log, summary_json, train
 
-    config = CalcConfig(task=task.value, model=model.value, digits=digits, length=length, samples=samples,
-                        valid_fraction=valid_fraction, n_fac=n_fac, hidden=hidden, epochs=epochs, lr=lr,
-                        batch_size=batch_size, restarts=restarts, seed=seed, backend=backend.value)
     with _one_line_errors():
+        if length is not None and task != TaskName["count-ones"]:
+            raise ValueError("--length applies to count-ones only; drop it or use --task count-ones")
+        config = CalcConfig(task=task.value, model=model.value, digits=digits, length=length or 8,
+                            samples=samples, valid_fraction=valid_fraction, n_fac=n_fac, hidden=hidden,
+                            epochs=epochs, lr=lr, batch_size=batch_size, restarts=restarts, seed=seed,
+                            backend=backend.value)
         _, summary = train(config, log=stderr_log)
     summary["plot"] = plot_embeddings(summary, plot) if plot else None
     print(summary_json(summary) if json_output else describe(summary))

@@ -61,6 +61,9 @@ def test_study_subcommand_writes_its_files(tmp_path):
     (["calc", "study", "--models", ""], "--models needs at least one"),
     (["calc", "study", "--models", "linear,cnn"], "unknown model 'cnn'"),
     (["calc", "study", "--task", "add", "--length", "8"], "--length applies to count-ones only"),
+    (["calc", "--task", "add", "--length", "12"], "--length applies to count-ones only"),
+    (["calc", "--task", "count-ones", "--digits", "3"], "--digits applies to add/sub/mul only"),
+    (["calc", "study", "--task", "count-ones", "--digits", "2"], "--digits applies to add/sub/mul only"),
 ])
 def test_bad_options_exit_2_with_a_clear_message(args, message, tmp_path):
     result = runner.invoke(app, [*args, *(["--out", str(tmp_path)] if "study" in args else [])])
