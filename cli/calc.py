@@ -55,7 +55,8 @@ def calc(
         help="linear: embedding and a linear recurrence; tanh: embedding, input layer, tanh recurrence; "
              "rnn / gru / lstm: charlstm.nn.")] = ModelName.linear,
     digits: Digits = 1,
-    length: Annotated[Optional[int], typer.Option(min=1, help="Bits per string for count-ones [default: 8].")] = None,
+    length: Annotated[Optional[int], typer.Option(
+        min=1, help="Bits per string for count-ones [default: 8].")] = None,
     samples: Samples = 1000,
     valid_fraction: ValidFraction = 0.2,
     n_fac: NFac = 1,

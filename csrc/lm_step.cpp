@@ -146,7 +146,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_s
             if (m.weight.is_cpu() && m.weight.is_contiguous()) {
                 AT_DISPATCH_FLOATING_TYPES(m.weight.scalar_type(), "lm_sgd_step", [&] {
                     cpu::add_transposed(m.weight.data_ptr<scalar_t>(), m.grad.data_ptr<scalar_t>(),
-                                        m.weight.size(0), m.weight.size(1), static_cast<scalar_t>(-lr * scale));
+                                        m.weight.size(0), m.weight.size(1),
+                                        static_cast<scalar_t>(-lr * scale));
                 });
             } else {
                 m.weight.add_(m.grad.t(), -lr * scale);

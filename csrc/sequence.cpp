@@ -397,7 +397,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const Tensor dpre = dgates.view({T * B, 4 * H});
     const bool wt = options.transposed_weight_grads;
     auto [dw_ih, dx, db] = input_grads(dpre, x, w_ih, wt);
-    return {dx, initial ? dh : Tensor(), initial ? dc : Tensor(), dw_ih, recurrent_weight_grad(dpre, h0, y, wt), db};
+    return {dx, initial ? dh : Tensor(), initial ? dc : Tensor(), dw_ih, recurrent_weight_grad(dpre, h0, y, wt),
+            db};
 }
 
 std::tuple<Tensor, Tensor, Tensor> gru_forward(

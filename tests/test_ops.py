@@ -436,7 +436,8 @@ def step(dtype, fused):
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.grad) for t in w]))
     scale = 0.1 / max(norm.item(), 0.1)
     with torch.no_grad():
-        return [loss.double(), norm.double(), logits.double()] + [(t - 0.5 * scale * t.grad).double() for t in w]
+        new = [(t - 0.5 * scale * t.grad).double() for t in w]
+    return [loss.double(), norm.double(), logits.double()] + new
 exact, ref32, fused = step(torch.float64, False), step(torch.float32, False), step(torch.float32, True)
 assert exact[1].item() > 0.1, "the step must clip"
 out["errors"]["lm_sgd_step"] = [[(f - e).abs().max().item(), (r - e).abs().max().item(), e.abs().max().item()]

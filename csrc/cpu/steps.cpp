@@ -189,7 +189,8 @@ CHARLSTM_ALWAYS_INLINE void xent_body(const XentStep<S>& a, int64_t b0, int64_t 
 // Rows [r0, r1) of the row-major [R, C] `in`, transposed into columns r0..r1 of `o` (rows of
 // length ldo): o[c * ldo + r] = in[r * C + c].
 template <typename S>
-CHARLSTM_ALWAYS_INLINE void transpose_scalar(const S* in, int64_t C, S* o, int64_t ldo, int64_t r0, int64_t r1) {
+CHARLSTM_ALWAYS_INLINE void transpose_scalar(const S* in, int64_t C, S* o, int64_t ldo, int64_t r0,
+                                             int64_t r1) {
     constexpr int64_t tile = 16;
     for (int64_t rb = r0; rb < r1; rb += tile) {
         const int64_t rn = std::min(r1 - rb, tile);
