@@ -134,12 +134,10 @@ template <typename S> void scatter_add(const ScatterAdd<S>& a);
 // The sum of squares of `size` contiguous values, in double (4k-value chunks summed in S first).
 template <typename S> double sum_squares(const S* data, int64_t size);
 // w[r, c] += alpha * g[c, r] for the contiguous w [R, C] and g [C, R].
-void add_transposed(float* w, const float* g, int64_t R, int64_t C, float alpha);
-void add_transposed(double* w, const double* g, int64_t R, int64_t C, double alpha);
+template <typename S> void add_transposed(S* w, const S* g, int64_t R, int64_t C, S alpha);
 // Rows [r0, r1) of the row-major `in` (C columns) into columns r0..r1 of `o`, whose rows are ldo
 // long: o[c * ldo + r] = in[r * C + c]. On the calling thread.
-void transpose_rows(const float* in, int64_t C, float* o, int64_t ldo, int64_t r0, int64_t r1);
-void transpose_rows(const double* in, int64_t C, double* o, int64_t ldo, int64_t r0, int64_t r1);
+template <typename S> void transpose_rows(const S* in, int64_t C, S* o, int64_t ldo, int64_t r0, int64_t r1);
 
 // The same work for batch rows [b0, b1) only, on the calling thread: for drivers that split the
 // batch between threads themselves and run every time step of a slice without meeting.

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "cells.h"
@@ -186,49 +187,47 @@ CHARLSTM_ALWAYS_INLINE void xent_body(const XentStep<S>& a, int64_t b0, int64_t 
     }
 }
 
+// The transpose of the block src[i0:i1, j0:j1] (row-major, rows lds apart), visited by 16 x 16
+// tiles through a local buffer: put(j, i, seg, n) receives seg[k] = src[(i + k) * lds + j] for
+// k < n, the piece of the transpose's row j from its column i on. Each source row segment is read
+// whole and each piece of the transpose handed over whole (reading a tile column by column hits one
+// cache set when a row is 4 KB long).
+template <typename S, typename Put>
+CHARLSTM_ALWAYS_INLINE void transposed_tiles(const S* src, int64_t lds, int64_t i0, int64_t i1, int64_t j0,
+                                             int64_t j1, const Put& put) {
+    constexpr int64_t tile = 16;
+    for (int64_t ib = i0; ib < i1; ib += tile) {
+        const int64_t ni = std::min(i1 - ib, tile);
+        for (int64_t jb = j0; jb < j1; jb += tile) {
+            const int64_t nj = std::min(j1 - jb, tile);
+            S block[tile][tile];
+            for (int64_t i = 0; i < ni; ++i) {
+                for (int64_t j = 0; j < nj; ++j) block[j][i] = src[(ib + i) * lds + jb + j];
+            }
+            for (int64_t j = 0; j < nj; ++j) put(jb + j, ib, block[j], ni);
+        }
+    }
+}
+
 // Rows [r0, r1) of the row-major [R, C] `in`, transposed into columns r0..r1 of `o` (rows of
 // length ldo): o[c * ldo + r] = in[r * C + c].
 template <typename S>
 CHARLSTM_ALWAYS_INLINE void transpose_scalar(const S* in, int64_t C, S* o, int64_t ldo, int64_t r0,
                                              int64_t r1) {
-    constexpr int64_t tile = 16;
-    for (int64_t rb = r0; rb < r1; rb += tile) {
-        const int64_t rn = std::min(r1 - rb, tile);
-        for (int64_t cb = 0; cb < C; cb += tile) {
-            const int64_t cn = std::min(C - cb, tile);
-            // Through a local block: each input row segment is read whole, each output one written
-            // whole (reading a tile column by column hits one cache set when a row is 4 KB long).
-            S block[tile][tile];
-            for (int64_t i = 0; i < rn; ++i) {
-                for (int64_t j = 0; j < cn; ++j) block[j][i] = in[(rb + i) * C + cb + j];
-            }
-            for (int64_t j = 0; j < cn; ++j) {
-                for (int64_t i = 0; i < rn; ++i) o[(cb + j) * ldo + rb + i] = block[j][i];
-            }
-        }
-    }
+    transposed_tiles(in, C, r0, r1, 0, C, [&](int64_t c, int64_t r, const S* seg, int64_t n) {
+        std::copy(seg, seg + n, o + c * ldo + r);
+    });
 }
 
 // w[r, c] += alpha * g[c, r] for rows [r0, r1) of the row-major [R, C] w and g [C, R]: an SGD
-// update from a gradient kept transposed. By 16 x 16 blocks through a local buffer, as above.
+// update from a gradient kept transposed.
 template <typename S>
 CHARLSTM_ALWAYS_INLINE void add_transposed_scalar(S* w, const S* g, int64_t R, int64_t C, S alpha, int64_t r0,
                                                   int64_t r1) {
-    constexpr int64_t tile = 16;
-    for (int64_t rb = r0; rb < r1; rb += tile) {
-        const int64_t rn = std::min(r1 - rb, tile);
-        for (int64_t cb = 0; cb < C; cb += tile) {
-            const int64_t cn = std::min(C - cb, tile);
-            S block[tile][tile];
-            for (int64_t j = 0; j < cn; ++j) {
-                for (int64_t i = 0; i < rn; ++i) block[i][j] = g[(cb + j) * R + rb + i];
-            }
-            for (int64_t i = 0; i < rn; ++i) {
-                S* row = w + (rb + i) * C + cb;
-                for (int64_t j = 0; j < cn; ++j) row[j] += alpha * block[i][j];
-            }
-        }
-    }
+    transposed_tiles(g, R, 0, C, r0, r1, [&](int64_t r, int64_t c, const S* seg, int64_t n) {
+        S* row = w + r * C + c;
+        for (int64_t k = 0; k < n; ++k) row[k] += alpha * seg[k];
+    });
 }
 
 // The sum of squares of n values, in chunks of 4k summed in S lanes and then in double.
@@ -415,30 +414,28 @@ void scatter_add(const ScatterAdd<S>& a) {
     at::parallel_for(0, a.width, grain, [&](int64_t c0, int64_t c1) { rows(a, c0, c1); });
 }
 
-void transpose_rows(const float* in, int64_t C, float* o, int64_t ldo, int64_t r0, int64_t r1) {
+// Float has AVX2 builds of these two; double always runs the scalar loops.
+template <typename S>
+void transpose_rows(const S* in, int64_t C, S* o, int64_t ldo, int64_t r0, int64_t r1) {
 #ifdef CHARLSTM_X86_DISPATCH
-    if (active_simd() != Simd::Baseline) return transpose_avx2(in, C, o, ldo, r0, r1);
+    if constexpr (std::is_same_v<S, float>) {
+        if (active_simd() != Simd::Baseline) return transpose_avx2(in, C, o, ldo, r0, r1);
+    }
 #endif
     transpose_scalar(in, C, o, ldo, r0, r1);
 }
 
-void transpose_rows(const double* in, int64_t C, double* o, int64_t ldo, int64_t r0, int64_t r1) {
-    transpose_scalar(in, C, o, ldo, r0, r1);
-}
-
-void add_transposed(float* w, const float* g, int64_t R, int64_t C, float alpha) {
+template <typename S>
+void add_transposed(S* w, const S* g, int64_t R, int64_t C, S alpha) {
+    // Strips of 16 rows of w, about 16k values per chunk.
     at::parallel_for(0, (R + 15) / 16, std::max<int64_t>(1, 16384 / (16 * C)), [&](int64_t b0, int64_t b1) {
         const int64_t r0 = b0 * 16, r1 = std::min(R, b1 * 16);
 #ifdef CHARLSTM_X86_DISPATCH
-        if (active_simd() != Simd::Baseline) return add_transposed_avx2(w, g, R, C, alpha, r0, r1);
+        if constexpr (std::is_same_v<S, float>) {
+            if (active_simd() != Simd::Baseline) return add_transposed_avx2(w, g, R, C, alpha, r0, r1);
+        }
 #endif
         add_transposed_scalar(w, g, R, C, alpha, r0, r1);
-    });
-}
-
-void add_transposed(double* w, const double* g, int64_t R, int64_t C, double alpha) {
-    at::parallel_for(0, (R + 15) / 16, std::max<int64_t>(1, 16384 / (16 * C)), [&](int64_t b0, int64_t b1) {
-        add_transposed_scalar(w, g, R, C, alpha, b0 * 16, std::min(R, b1 * 16));
     });
 }
 
@@ -477,6 +474,8 @@ template <typename S> void step_rows(const RnnBackwardStep<S>& a, int64_t b0, in
     template void xent_step<S>(const XentStep<S>&);                                 \
     template void scatter_add<S>(const ScatterAdd<S>&);                             \
     template double sum_squares<S>(const S*, int64_t);                              \
+    template void transpose_rows<S>(const S*, int64_t, S*, int64_t, int64_t, int64_t); \
+    template void add_transposed<S>(S*, const S*, int64_t, int64_t, S);             \
     template void step_rows<S>(const LstmForwardStep<S>&, int64_t, int64_t);   \
     template void step_rows<S>(const LstmBackwardStep<S>&, int64_t, int64_t); \
     template void step_rows<S>(const GruForwardStep<S>&, int64_t, int64_t);     \
