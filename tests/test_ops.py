@@ -398,7 +398,7 @@ def test_half_storage_error_within_twice_the_references(cell, dtype):
 # the largest exact value (the floor of the rule scales with it: these gradients reach ~30, where
 # one float32 ulp is ~2e-6).
 _BUILD_CHECK = r"""
-import json, torch, charlstm
+import json, sys, torch, charlstm
 from charlstm import ops, reference
 torch.manual_seed(0)
 T, B, I, H = 7, 5, 27, 37
@@ -416,32 +416,19 @@ for cell, G in (("lstm", 4), ("gru", 3), ("rnn", 1)):
     out["errors"][cell] = [[(f - e).abs().max().item(), (r - e).abs().max().item(), e.abs().max().item()]
                            for f, r, e in zip(fused, ref32, exact)]
 # The whole training step on token ids: the id gradient's scatter-add, the softmax cross-entropy,
-# the gradient norm and the transposed update run their own per-build loops.
-gen = torch.Generator().manual_seed(1)
-win = torch.randint(0, I, (T + 1, B), generator=gen)
-base = [torch.randn(4 * H, I, generator=gen) * 0.3, torch.randn(4 * H, H, generator=gen) * 0.3,
-        torch.randn(4 * H, generator=gen) * 0.1, torch.randn(4 * H, generator=gen) * 0.1,
-        torch.randn(H, I, generator=gen) * 0.3, torch.randn(I, generator=gen) * 0.1]
-state = [torch.randn(B, H, generator=gen) * 0.5 for _ in range(2)]
-def step(dtype, fused):
-    w, s = [t.to(dtype).clone() for t in base], [t.to(dtype) for t in state]
-    if fused:
-        loss, norm, logits, _ = ops.lm_sgd_step(win, s, *w, cell="lstm", lr=0.5, clip=0.1)
-        return [loss.double(), norm.double(), logits.double()] + [t.double() for t in w]
-    w = [t.requires_grad_() for t in w]
-    y, _ = reference.lstm(win[:-1], s[0], s[1], *w[:4])
-    logits = y.reshape(-1, H) @ w[4] + w[5]
-    loss = torch.nn.functional.cross_entropy(logits, win[1:].reshape(-1))
-    loss.backward()
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.grad) for t in w]))
-    scale = 0.1 / max(norm.item(), 0.1)
-    with torch.no_grad():
-        new = [(t - 0.5 * scale * t.grad).double() for t in w]
-    return [loss.double(), norm.double(), logits.double()] + new
-exact, ref32, fused = step(torch.float64, False), step(torch.float32, False), step(torch.float32, True)
+# the gradient norm and the transposed update run their own per-build loops. The specification
+# and the comparison are tests/test_lm_step.py's float32 test.
+sys.path.insert(0, "tests")
+from test_lm_step import autograd_step, fused_step, make
+window, st, weights = make("lstm", T, B, I, H, seed=1)
+w32, st32 = {k: v.float() for k, v in weights.items()}, tuple(s.float() for s in st)
+exact = autograd_step("lstm", window, st, weights, lr=0.5, clip=0.1)
 assert exact[1].item() > 0.1, "the step must clip"
+steps = [exact, autograd_step("lstm", window, st32, w32, lr=0.5, clip=0.1),
+         fused_step("lstm", window, st32, w32, lr=0.5, clip=0.1)]
+flat = [[x.double() for x in (loss, norm, logits, *w.values())] for loss, norm, logits, w, _ in steps]
 out["errors"]["lm_sgd_step"] = [[(f - e).abs().max().item(), (r - e).abs().max().item(), e.abs().max().item()]
-                                for f, r, e in zip(fused, ref32, exact)]
+                                for e, r, f in zip(*flat)]
 print(json.dumps(out))
 """
 
