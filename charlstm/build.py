@@ -4,6 +4,8 @@ import json
 
 import torch
 
+from charlstm import __version__
+
 
 def build_info() -> dict:
     """Torch version, whether CUDA kernels were compiled, OpenMP and SIMD, threads, devices."""
@@ -11,7 +13,7 @@ def build_info() -> dict:
 
     compiled = json.loads(torch.ops.charlstm.build_info())
     return {
-        "charlstm": _version(),
+        "charlstm": __version__,
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "cuda_kernels": compiled["cuda"],
@@ -23,8 +25,3 @@ def build_info() -> dict:
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "extension": ops.extension_path(),
     }
-
-
-def _version() -> str:
-    from charlstm import __version__
-    return __version__
