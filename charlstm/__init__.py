@@ -4,7 +4,7 @@ Importing the package imports nothing heavy: `charlstm.config` and the command l
 without torch, which the modules that compute (ops, nn, models, the trainers) import themselves.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["build_info", "__version__"]
 
 

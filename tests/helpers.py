@@ -1,7 +1,112 @@
-"""What several test files share."""
+"""What several test files share: generated corpora, small checkpoints, a stand-in trainer for
+the sweep, the command line in a subprocess, and the language-model step's specification."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at "
+         "which").split()
+
+
+def words(chars: int = 6000, seed: int = 0, vocabulary=WORDS) -> str:
+    """Words drawn at random (seeded) until the text is `chars` characters long or a bit more."""
+    rng = random.Random(seed)
+    out = []
+    while sum(len(w) + 1 for w in out) < chars:
+        out.append(rng.choice(vocabulary))
+    return " ".join(out)
+
+
+def write_text(path, chars: int = 6000, seed: int = 0, vocabulary=WORDS) -> Path:
+    path = Path(path)
+    path.write_text(words(chars, seed, vocabulary))
+    return path
+
+
+def write_model(folder, name: str, vocab, workload: str = "speech", **config):
+    """A freshly initialised model saved as a checkpoint in `folder`; returns the model."""
+    from charlstm import checkpoint
+    from charlstm.models import build_model
+
+    torch.manual_seed(len(str(folder)))
+    config = {"embedding": 8, "hidden": 16, **config}
+    model = build_model(name, len(vocab), **config)
+    checkpoint.save(folder, checkpoint.describe(workload, name, config, "".join(vocab), {}),
+                    model.state_dict())
+    return model
+
+
+def charlstm(*args, cwd=None, timeout=300, **env):
+    """`charlstm ARGS` in a fresh process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "charlstm_cli.main", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, **env})
+
+
+# A stand-in trainer for the sweep: it trains nothing, so the sweep's tests run in seconds.
+
+def fake_perplexity(config, steps):
+    return (3.0 + 20.0 / config.nodes + 2.0 / config.unrollings + 100.0 / steps
+            + 0.01 * ((config.seed * 7919) % 13))
+
+
+def fake_train(config, milestones=None, progress=True):
+    """Records each call in $CHARLSTM_TEST_CALLS; the first run with $CHARLSTM_TEST_BLOCK nodes
+    blocks (until killed); runs with $CHARLSTM_TEST_FAIL nodes raise."""
+    calls = os.environ.get("CHARLSTM_TEST_CALLS")
+    point = {"nodes": config.nodes, "unrollings": config.unrollings, "seed": config.seed,
+             "steps": config.steps}
+    if calls:
+        Path(calls, uuid.uuid4().hex).write_text(json.dumps({**point, "pid": os.getpid(),
+                                                             "threads": config.threads}))
+    if os.environ.get("CHARLSTM_TEST_BLOCK") == str(config.nodes):
+        try:  # only the first run of that point blocks, until the test kills it
+            marker = os.open(Path(calls, "blocked"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            marker = None
+        if marker is not None:
+            os.write(marker, str(os.getpid()).encode())
+            os.close(marker)
+            time.sleep(600)
+    if os.environ.get("CHARLSTM_TEST_FAIL") == str(config.nodes):
+        raise RuntimeError(f"loss became NaN at nodes {config.nodes}")
+    return {"valid_perplexity": fake_perplexity(config, config.steps), "valid_bpc": 1.5,
+            "steps": config.steps, "train_seconds": 0.01, "seconds": 0.02,
+            "tokens_per_second": 1000.0,
+            "milestones": {m: fake_perplexity(config, m) for m in (milestones or [])}}
+
+
+def calls_by_point(folder) -> dict:
+    """How often fake_train ran each (nodes, unrollings, seed)."""
+    counts = {}
+    for path in Path(folder).iterdir():
+        if path.name == "blocked":
+            continue
+        call = json.loads(path.read_text())
+        key = (call["nodes"], call["unrollings"], call["seed"])
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def complete_trials(url, name):
+    import optuna
+    from optuna.trial import TrialState
+    study = optuna.load_study(study_name=name, storage=url)
+    return [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+
+
+def small_grid(name="sweep", repeats=2):
+    from charlstm import sweep
+    return sweep.make_grid({"nodes": "2,4,8", "unrollings": "1,2"}, repeats=repeats, name=name)
 
 
 # The language-model step (charlstm.ops.lm_sgd_step) and its specification, which
