@@ -51,6 +51,8 @@ class Group(TyperGroup):
             raise typer.Exit(INTERRUPTED) from None
         except Diverged as exc:
             fail(str(exc), FAILED)
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): typer ends quietly
         except (ValueError, OSError) as exc:
             fail(str(exc) or type(exc).__name__, USAGE)
 

@@ -54,3 +54,16 @@ def test_every_command_reports_bad_usage_in_one_line_and_exits_2(tmp_path, monke
     assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1
     assert message in result.stderr
     assert "│" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    from helpers import write_model
+
+    write_model(tmp_path, "gru-seq", sorted(set(" .Gdgmnorw")))
+    proc = subprocess.Popen([sys.executable, "-m", "charlstm_cli.main", "sample", "--checkpoint",
+                             str(tmp_path), "--length", "200000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(20).startswith(b"Good mo")
+    proc.stdout.close()  # as `charlstm sample | head -c 20` does
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and b"Error" not in stderr and b"Traceback" not in stderr

@@ -14,8 +14,8 @@ import uuid
 from pathlib import Path
 
 from charlstm import loop
-from charlstm.config import RUNS_DIR
 from charlstm.checkpoint import atomic_write_json
+from charlstm.config import RUNS_DIR
 from charlstm.sweep.claims import (MANIFEST, Claims, masked, open_storage, prepare_study,
                                    sqlite_url, unit_status)
 from charlstm.sweep.grid import Unit, unit_config, units
