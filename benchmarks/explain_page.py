@@ -1,11 +1,11 @@
 """How long `charlstm explain` takes, how big its page is, and how quickly the page answers.
 
 Writes the page for CHECKPOINT over TEXT (a text file, a folder of .txt files, a zip, or
-cops:NAME; by default the run's validation text) cut to --max-chars, then opens it --repeats times in headless Chromium (the system's,
-driven by Playwright) and times, inside the page, what a reader waits for: the script that
-builds the text and colours it, a click on a ranked unit (decode and recolour every char), a
-switch back to surprise, and the tooltip of a hovered char. Prints medians and writes JSON to
-benchmarks/results/.
+cops:NAME; by default the run's validation text) cut to --max-chars, then opens it --repeats
+times in headless Chromium (the system's, driven by Playwright) and times, inside the page, what
+a reader waits for: the script that builds the text and colours it, a click on a ranked unit
+(decode and recolour every char), a switch back to surprise, and the tooltip of a hovered char.
+Prints medians and writes JSON to benchmarks/results/.
 
     python benchmarks/explain_page.py --checkpoint runs/speeches-lstm
 """

@@ -278,3 +278,19 @@ def test_a_calculator_refuses_what_it_cannot_read(calculator, args, message):
     tmp_path = calculator[0]
     result = run("--checkpoint", tmp_path / "calc", *args)
     assert result.exit_code == 2 and message in result.stderr
+
+
+def test_a_train_runs_validation_text_is_its_first_valid_size_chars_in_text8_form(tmp_path):
+    from charlstm.data.corpus import read_corpus
+    from charlstm.data.normalize import text8_form
+    from charlstm.models import UdacityLM
+
+    (tmp_path / "corpus.txt").write_text("Some Text, with 3 digits and CAPITALS.\n" * 40)
+    run_config = {"data": str(tmp_path / "corpus.txt"), "url": None, "valid_size": 300}
+    checkpoint.save(tmp_path / "run", checkpoint.describe(
+        "train", "udacity", {"nodes": 8, "cell": "gru"}, " abcdefghijklmnopqrstuvwxyz",
+        run_config), UdacityLM(nodes=8, cell="gru").state_dict())
+    report = explain(ExplainConfig(checkpoint=str(tmp_path / "run")))
+    text = text8_form(read_corpus(str(tmp_path / "corpus.txt")).documents)[0].decode()
+    assert page_data(report["page"])["text"] == text[:300] and report["chars"] == 300
+    assert "the first 300 chars" in report["source"]

@@ -10,7 +10,7 @@ import re
 import shutil
 
 import pytest
-from helpers import QUOTE_UNIT, quote_text, write_quote_model
+from helpers import QUOTE_UNIT, quote_text, words, write_model, write_quote_model
 
 from charlstm.config import ExplainConfig
 from charlstm.explain import explain
@@ -86,6 +86,8 @@ def test_the_page_renders_the_text_one_span_per_char(quote_page, open_page):
     shown = page.eval_on_selector_all("#text span", "spans => spans.map(s => s.textContent)")
     assert "".join(shown).replace("↵", "") == text and len(shown) == len(text)
     assert f"{report['bits_per_char']:.4f} bits per char" in page.inner_text("#summary")
+    # It opens on the unit that tracks a feature best, ready to be shown.
+    assert page.input_value("#unit") == str(QUOTE_UNIT)
 
 
 def test_hovering_a_char_shows_the_models_top_5_next_chars(quote_page, open_page):
@@ -162,6 +164,32 @@ def test_a_page_of_20000_chars_renders_and_recolours_whole(tmp_path, open_page):
     assert changed > 19_000
     page.hover('#text span[data-i="19990"]')
     assert page.locator("#tip tr.pred").count() == 5
+
+
+@pytest.mark.parametrize("name, config, gates", [
+    ("lstm-seq", {"layers": 2}, 3), ("gru-seq", {}, 2), ("rnn-seq", {}, 0), ("fc3", {}, 0),
+    ("charloop", {}, 0)])
+def test_every_kind_of_model_gets_a_working_page(tmp_path, open_page, name, config, gates):
+    text = words(3000, seed=3).replace(" the ", ' "the" ').replace(" of ", " (of) ") + "\n"
+    write_model(tmp_path, name, sorted(set(text)), **config)
+    (tmp_path / "t.txt").write_text(text)
+    report = explain(ExplainConfig(checkpoint=str(tmp_path), text=str(tmp_path / "t.txt")))
+    page = open_page(report["page"])
+    data = page_data(report["page"])
+    assert page.locator("#text span").count() == len(data["text"])
+    assert page.locator("svg.gate").count() == gates
+    assert page.locator("#signal option").count() == len(data["signals"])
+    first = data["first_predicted"]
+    page.hover(f'#text span[data-i="{first - 1}"]')  # the first char that predicts one
+    assert page.locator("#tip tr.pred").count() == 5
+    if first > 1:  # a window model: the chars before its first window predict nothing
+        page.hover(f'#text span[data-i="{first - 2}"]')
+        assert page.locator("#tip tr.pred").count() == 0
+    before = backgrounds(page)
+    page.locator("button.unit").last.click()
+    assert backgrounds(page) != before
+    if data["note"]:
+        assert page.inner_text("#note") == data["note"]
 
 
 def test_a_calculator_page_draws_its_trajectory_and_embeddings(tmp_path, open_page):
