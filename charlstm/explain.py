@@ -309,14 +309,16 @@ def _validation_text(saved, log) -> tuple[str, str]:
 
 
 def _fit(text: str, vocab, config: ExplainConfig, log) -> tuple[str, int]:
-    """The text cut to --max-chars and checked against the vocabulary; and its length before."""
-    length = len(text)
+    """The text checked against the vocabulary and cut to --max-chars; and its length before the
+    cut."""
     if config.skip_unknown:
         missing = vocab.missing(text)
         if missing:
-            text = "".join(c for c in text if c in vocab.index)
-            log(f"explain: dropped {length - len(text):,} chars the model has no id for: "
+            kept = "".join(c for c in text if c in vocab.index)
+            log(f"explain: dropped {len(text) - len(kept):,} chars the model has no id for: "
                 f"{_listed(missing)}")
+            text = kept
+    length = len(text)
     if len(text) > config.max_chars:
         log(f"explain: the text has {len(text):,} chars; explaining the first "
             f"{config.max_chars:,} (raise --max-chars to explain more; the page stays quick up "

@@ -205,7 +205,7 @@ def test_unknown_chars_are_named_or_skipped(quotes):
                  "--out", quotes / "p.html", "--json")
     assert result.exit_code == 0, result.output
     assert page_data(quotes / "p.html")["text"] == 'ab "" ab\n'
-    assert "dropped 3 chars" in result.stderr
+    assert "dropped 3 chars" in result.stderr and json.loads(result.stdout)["cut_from"] is None
 
 
 @pytest.mark.parametrize("setup, args, message", [
