@@ -185,6 +185,8 @@ def test_every_kind_of_model_gets_a_working_page(tmp_path, open_page, name, conf
     if first > 1:  # a window model: the chars before its first window predict nothing
         page.hover(f'#text span[data-i="{first - 2}"]')
         assert page.locator("#tip tr.pred").count() == 0
+    labels = page.locator("button.unit").all_inner_texts()
+    assert all(("·L" in label) == (config.get("layers", 1) > 1) for label in labels)
     before = backgrounds(page)
     page.locator("button.unit").last.click()
     assert backgrounds(page) != before
