@@ -37,6 +37,22 @@ def rnn(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     return _ops.rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
 
 
+def lstm_states(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None):
+    """lstm over a sequence -> (y [T, B, H], cs [T, B, H], gates [T, B, 4H] activations i f g o):
+    the cell states and gates of every step are what the forward saves for its backward, so they
+    cost nothing extra. For reading a model: no gradient flows back through cs and gates."""
+    y, _, _, gates, cs = _ops.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    return y, cs.detach(), gates.detach()
+
+
+def gru_states(x, h0, w_ih, w_hh, b_ih=None, b_hh=None):
+    """gru over a sequence -> (y [T, B, H], gates [T, B, 3H] activations r z n), read from what
+    the forward saves for its backward (r z n and the h-side candidate term). For reading a
+    model: no gradient flows back through gates."""
+    y, _, save = _ops.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh)
+    return y, save[..., :3 * h0.shape[-1]].detach()
+
+
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     """One LSTM step -> (h1, c1), as torch.nn.LSTMCell."""
     h1, c1, _ = _ops.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)

@@ -3,20 +3,15 @@
     layers = model_states(model, ids)     # ids: int64 [T], the text the model reads
 
 returns one `States` per layer: `h` [T, H] for every model, and for an LSTM the cell state `c`
-and the gate activations, for a GRU its reset and update gates.
+and the gate activations, for a GRU its reset and update gates and its candidate.
 
-The outputs `h` of each recurrent layer come from the backend that runs the model: one call of
-`charlstm.ops` (fused) or `charlstm.reference` over the whole text, the call the model's own
-forward makes (a model on torch.nn's backend is read with the reference, which computes the
-same numbers). From them and the layer's weights the rest follows without a second recurrence:
-with h_{t-1} known at every step, the gate pre-activations of all steps are one matrix product,
-
-    LSTM  [i f g o] = x W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh    c_t = f c_{t-1} + i g
-    GRU   [r z]     = sigmoid(x W_ir,z^T + b_ir,z + h_{t-1} W_hr,z^T + b_hr,z)
-
-and c needs only an elementwise scan. The tests check that o * tanh(c) gives back the layer's
-outputs and that the last c is the forward's cT. Nothing is hooked into training: this runs
-only when asked, on a model in eval mode.
+Each recurrent layer is one call over the whole text of the backend that runs the model, the
+call its own forward makes: `charlstm.ops` (fused) or `charlstm.reference` (also for a model on
+torch.nn's backend, which computes the same numbers). `lstm_states` / `gru_states` are that
+call returning, besides the outputs h, what every step computed on the way: an LSTM's cell
+states c and gate activations i f g o, a GRU's r z n. The fused forward saves exactly these for
+its backward, so reading them costs nothing extra; an RNN has only h. Nothing is hooked into
+training: this runs only when asked, on a model in eval mode.
 
 Window models (fc3, char3, charloop, rnn) carry no state from one window to the next; for them
 `h` is the vector their output layer reads for the window that ends at each step (fc3: its ReLU
@@ -29,7 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-GATE_NAMES = {"lstm": ("input", "forget", "cell", "output"), "gru": ("reset", "update")}
+GATE_NAMES = {"lstm": ("input", "forget", "cell", "output"),
+              "gru": ("reset", "update", "candidate")}
 # Window models are run over this many windows at a time, so 20k windows stay small in memory.
 WINDOW_CHUNK = 4096
 
@@ -38,8 +34,9 @@ WINDOW_CHUNK = 4096
 class States:
     """One layer's states over a text: `h` [T, H] (rows from step `first` on), and for an LSTM
     `c` [T, H]; `gates` maps a gate's name to its activations [T, H] (LSTM input, forget, cell
-    candidate, output; GRU reset, update). `kind` says what h is: "lstm", "gru", "rnn" (tanh),
-    "relu" (fc3's hidden layer) or "linear" (the linear calculator's unbounded state)."""
+    candidate, output; GRU reset, update, candidate). `kind` says what h is: "lstm", "gru",
+    "rnn" (tanh), "relu" (fc3's hidden layer) or "linear" (the linear calculator's unbounded
+    state)."""
 
     h: torch.Tensor
     kind: str
@@ -57,33 +54,16 @@ def recurrent_states(cell: str, x, state, w_ih, w_hh, b_ih=None, b_hh=None,
     else:
         from charlstm import reference as impl
     weights = (w_ih, w_hh, b_ih, b_hh)
-    if cell == "lstm":
-        y, _ = impl.lstm(x, state[0], state[1], *weights)
-    elif cell == "gru":
-        y, _ = impl.gru(x, state[0], *weights)
-    else:
-        y, _ = impl.rnn(x, state[0], *weights, nonlinearity="tanh")
     if cell == "rnn":
+        y, _ = impl.rnn(x, state[0], *weights, nonlinearity="tanh")
         return States(y, "rnn")
-    previous = torch.cat([state[0].unsqueeze(0), y[:-1]])
-    input_part = _input_projection(x, w_ih, b_ih)
-    hidden_part = previous @ w_hh.t() + (b_hh if b_hh is not None else 0)
     if cell == "gru":
-        r, z, _ = (input_part + hidden_part).chunk(3, dim=-1)
-        return States(y, "gru", gates={"reset": torch.sigmoid(r), "update": torch.sigmoid(z)})
-    i, f, g, o = (input_part + hidden_part).chunk(4, dim=-1)
-    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-    c = torch.empty_like(y)
-    c_t = state[1]
-    for t in range(len(y)):
-        c_t = f[t] * c_t + i[t] * g[t]
-        c[t] = c_t
-    return States(y, "lstm", c=c, gates=dict(zip(GATE_NAMES["lstm"], (i, f, g, o))))
-
-
-def _input_projection(x, w_ih, b_ih):
-    projected = w_ih.t()[x] if x.dtype == torch.long else x @ w_ih.t()
-    return projected + b_ih if b_ih is not None else projected
+        y, gates = impl.gru_states(x, state[0], *weights)
+    else:
+        y, c, gates = impl.lstm_states(x, state[0], state[1], *weights)
+    names = GATE_NAMES[cell]
+    found = dict(zip(names, gates.chunk(len(names), dim=-1)))
+    return States(y, "gru", gates=found) if cell == "gru" else States(y, "lstm", c=c, gates=found)
 
 
 def module_states(rnn, x, hx=None) -> list[States]:

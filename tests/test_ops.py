@@ -122,6 +122,39 @@ def test_sequence_forward_and_gradients_match_reference_and_torch(cell, shape, b
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
+@pytest.mark.parametrize("ids", [False, True])
+def test_states_are_the_references_and_give_back_the_outputs(cell, shape, ids, device):
+    """lstm_states / gru_states: the fused op's saved cell states and gates equal the reference's,
+    their y is the op's own, and the gates rebuild every step (LSTM c = f c' + i g, h = o tanh c;
+    GRU h = (1 - z) n + z h')."""
+    x, states, weights = make(cell, *shape, device=device, ids=ids, requires_grad=False)
+    fused = getattr(ops, f"{cell}_states")(x, *states, *weights)
+    expected = getattr(reference, f"{cell}_states")(x, *states, *weights)
+    for a, b in zip(fused, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    y, _ = run(seq_fn(ops, cell), x, states, weights)
+    torch.testing.assert_close(fused[0], y, rtol=0, atol=0)
+    previous = torch.cat([states[0][None], y[:-1]])
+    if cell == "lstm":
+        _, cs, gates = fused
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c_before = torch.cat([states[1][None], cs[:-1]])
+        torch.testing.assert_close(f * c_before + i * g, cs, rtol=0, atol=1e-12)
+        torch.testing.assert_close(o * torch.tanh(cs), y, rtol=0, atol=1e-12)
+    else:
+        r, z, n = fused[1].chunk(3, dim=-1)
+        torch.testing.assert_close((1 - z) * n + z * previous, y, rtol=0, atol=1e-12)
+        assert ((r > 0) & (r < 1)).all()
+
+
+def test_states_carry_no_gradient():
+    x, states, weights = make("lstm", 4, 2, 3, 5)
+    y, cs, gates = ops.lstm_states(x, *states, *weights)
+    assert y.requires_grad and not cs.requires_grad and not gates.requires_grad
+
+
 @pytest.mark.parametrize("cell", list(GATES))
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 5, 27, 33), (1, 3, 4, 257)], ids=str)
 def test_cell_ops_match_reference_and_torch_cells(cell, shape, device):
