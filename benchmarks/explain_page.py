@@ -3,8 +3,9 @@
 Writes the page for CHECKPOINT over TEXT (a text file, a folder of .txt files, a zip, or
 cops:NAME; by default the run's validation text) cut to --max-chars, then opens it --repeats
 times in headless Chromium (the system's, driven by Playwright) and times, inside the page, what
-a reader waits for: the script that builds the text and colours it, a click on a ranked unit
-(decode and recolour every char), a switch back to surprise, and the tooltip of a hovered char.
+a reader waits for: the page's script that builds the text and colours it, and the first frame
+drawn after it; a click on a ranked unit (decode its activations, recolour every char), a
+switch back to surprise and the tooltip of a hovered char, each until the next frame is drawn.
 Prints medians and writes JSON to benchmarks/results/.
 
     python benchmarks/explain_page.py --checkpoint runs/speeches-lstm
@@ -25,22 +26,32 @@ from charlstm.explain import explain
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
-# Run inside the page: the time of each interaction, in ms, as the page's own clock sees it.
-INTERACTIONS = """() => {
-  const time = (f) => { const t = performance.now(); f(); return performance.now() - t; };
+# Run inside the page: the time of each interaction, in ms, as the page's own clock sees it,
+# from the event until the frame after it has been drawn (a requestAnimationFrame callback runs
+# before the frame's style, layout and paint; a task queued from it runs after them), so the
+# recolouring of every char's span is counted, not only the script that sets the colours.
+INTERACTIONS = """async () => {
+  const drawn = () => new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)));
+  const time = async (f) => { await drawn(); const t = performance.now(); f(); await drawn();
+                              return performance.now() - t; };
   const span = document.querySelector('#text span[data-i="100"]');
   const unit = document.querySelector('button.unit[data-rank="1"]');
   const surprise = document.querySelector('input[name=mode][value=surprise]');
   return {
-    click_unit_ms: time(() => unit.click()),
-    back_to_surprise_ms: time(() => { surprise.checked = true;
-                                      surprise.dispatchEvent(new Event('change')); }),
-    tooltip_ms: time(() => span.dispatchEvent(new MouseEvent('mouseover', {bubbles: true}))),
+    click_unit_ms: await time(() => unit.click()),
+    back_to_surprise_ms: await time(() => { surprise.checked = true;
+                                            surprise.dispatchEvent(new Event('change')); }),
+    tooltip_ms: await time(() => span.dispatchEvent(new MouseEvent('mouseover',
+                                                                   {bubbles: true}))),
   };
 }"""
+# The page's script builds and colours the text as the document is parsed; this notes when the
+# first frame after it has been drawn: when a reader sees the whole coloured text.
+DRAWN = """document.addEventListener("DOMContentLoaded", () => requestAnimationFrame(() =>
+  setTimeout(() => { window.explainDrawn = performance.now(); }, 0)));"""
 LOAD = """() => { const n = performance.getEntriesByType('navigation')[0];
                    return {dom_content_loaded_ms: n.domContentLoadedEventEnd,
-                           load_ms: n.loadEventEnd}; }"""
+                           load_ms: n.loadEventEnd, text_drawn_ms: window.explainDrawn}; }"""
 
 
 def main():
@@ -68,7 +79,9 @@ def main():
         browser = playwright.chromium.launch(executable_path=args.chromium, args=ARGS)
         for _ in range(args.repeats):
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.add_init_script(DRAWN)
             page.goto(f"file://{page_path}")
+            page.wait_for_function("window.explainDrawn !== undefined")
             runs.append({**page.evaluate(LOAD), **page.evaluate(INTERACTIONS)})
             page.close()
         browser.close()
