@@ -10,9 +10,10 @@
 #include <cmath>
 #include <sstream>
 
-#include "lm_step.h"
+#include "device.h"
 #include "sequence.h"
 #include "steps.h"
+#include "train_step.h"
 
 #ifndef CHARLSTM_CUDA_ARCHS
 #define CHARLSTM_CUDA_ARCHS ""
@@ -125,8 +126,9 @@ bool relu_from(const std::string& nonlinearity) {
     return nonlinearity == "relu";
 }
 
-// ---- checked entry points, registered for CPU and CUDA ----
+// ---- checked entry points, one instantiation per device (device.h) ----
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward_op(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh) {
@@ -134,10 +136,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward_op(
     const auto [T, B] = check_input(x, w_ih, true);
     check_state(h0, "h0", B, H, w_hh);
     check_state(c0, "c0", B, H, w_hh);
-    return lstm_forward(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh, contiguous(b_ih),
+    return lstm_forward<Device>(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh, contiguous(b_ih),
                         contiguous(b_hh));
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor> lstm_cell_op(
     const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh) {
@@ -145,47 +148,52 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell_op(
     const auto [T, B] = check_input(x, w_ih, false);
     check_state(h, "h", B, H, w_hh);
     check_state(c, "c", B, H, w_hh);
-    auto [y, hT, cT, gates, cs] = lstm_forward(x.contiguous().unsqueeze(0), h.contiguous(), c.contiguous(),
+    auto [y, hT, cT, gates, cs] = lstm_forward<Device>(x.contiguous().unsqueeze(0), h.contiguous(), c.contiguous(),
                                                w_ih, w_hh, contiguous(b_ih), contiguous(b_hh));
     return {hT, cT, gates[0]};
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward_op(
     const OptTensor& grad_y, const OptTensor& grad_hT, const OptTensor& grad_cT, const Tensor& x,
     const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
     const Tensor& gates, const Tensor& cs) {
-    return lstm_backward(contiguous(grad_y), contiguous(grad_hT), contiguous(grad_cT), x.contiguous(),
+    return lstm_backward<Device>(contiguous(grad_y), contiguous(grad_hT), contiguous(grad_cT), x.contiguous(),
                          h0.contiguous(), c0.contiguous(), w_ih, w_hh, y.contiguous(), gates.contiguous(),
                          cs.contiguous());
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor> gru_forward_op(
     const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
     const OptTensor& b_hh) {
     const int64_t H = check_weights(3, w_ih, w_hh, b_ih, b_hh);
     const auto [T, B] = check_input(x, w_ih, true);
     check_state(h0, "h0", B, H, w_hh);
-    return gru_forward(x.contiguous(), h0.contiguous(), w_ih, w_hh, contiguous(b_ih), contiguous(b_hh));
+    return gru_forward<Device>(x.contiguous(), h0.contiguous(), w_ih, w_hh, contiguous(b_ih), contiguous(b_hh));
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor> gru_cell_op(
     const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
     const OptTensor& b_hh) {
     const int64_t H = check_weights(3, w_ih, w_hh, b_ih, b_hh);
     const auto [T, B] = check_input(x, w_ih, false);
     check_state(h, "h", B, H, w_hh);
-    auto [y, hT, save] = gru_forward(x.contiguous().unsqueeze(0), h.contiguous(), w_ih, w_hh,
+    auto [y, hT, save] = gru_forward<Device>(x.contiguous().unsqueeze(0), h.contiguous(), w_ih, w_hh,
                                      contiguous(b_ih), contiguous(b_hh));
     return {hT, save[0]};
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_op(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& save) {
-    return gru_backward(contiguous(grad_y), contiguous(grad_hT), x.contiguous(), h0.contiguous(), w_ih,
+    return gru_backward<Device>(contiguous(grad_y), contiguous(grad_hT), x.contiguous(), h0.contiguous(), w_ih,
                         w_hh, y.contiguous(), save.contiguous());
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor> rnn_forward_op(
     const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
     const OptTensor& b_hh, const std::string& nonlinearity) {
@@ -193,24 +201,26 @@ std::tuple<Tensor, Tensor> rnn_forward_op(
     const int64_t H = check_weights(1, w_ih, w_hh, b_ih, b_hh);
     const auto [T, B] = check_input(x, w_ih, true);
     check_state(h0, "h0", B, H, w_hh);
-    return rnn_forward(x.contiguous(), h0.contiguous(), w_ih, w_hh, contiguous(b_ih), contiguous(b_hh), relu);
+    return rnn_forward<Device>(x.contiguous(), h0.contiguous(), w_ih, w_hh, contiguous(b_ih), contiguous(b_hh), relu);
 }
 
+template <class Device>
 Tensor rnn_cell_op(const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh,
                    const OptTensor& b_ih, const OptTensor& b_hh, const std::string& nonlinearity) {
     const bool relu = relu_from(nonlinearity);
     const int64_t H = check_weights(1, w_ih, w_hh, b_ih, b_hh);
     const auto [T, B] = check_input(x, w_ih, false);
     check_state(h, "h", B, H, w_hh);
-    auto [y, hT] = rnn_forward(x.contiguous().unsqueeze(0), h.contiguous(), w_ih, w_hh, contiguous(b_ih),
+    auto [y, hT] = rnn_forward<Device>(x.contiguous().unsqueeze(0), h.contiguous(), w_ih, w_hh, contiguous(b_ih),
                                contiguous(b_hh), relu);
     return hT;
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward_op(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const std::string& nonlinearity) {
-    return rnn_backward(contiguous(grad_y), contiguous(grad_hT), x.contiguous(), h0.contiguous(), w_ih,
+    return rnn_backward<Device>(contiguous(grad_y), contiguous(grad_hT), x.contiguous(), h0.contiguous(), w_ih,
                         w_hh, y.contiguous(), relu_from(nonlinearity));
 }
 
@@ -222,6 +232,7 @@ Cell cell_from(const std::string& name) {
     TORCH_CHECK(false, "cell must be \"lstm\", \"gru\", \"rnn_tanh\" or \"rnn_relu\", got \"", name, "\"");
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lm_sgd_step_op(
     const Tensor& window, const Tensor& h, const OptTensor& c, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, const Tensor& w_out, const Tensor& b_out,
@@ -252,7 +263,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lm_sgd_step_op(
     TORCH_CHECK(std::isfinite(lr), "lr must be a finite number, got ", lr);
     TORCH_CHECK(!std::isnan(clip), "clip must be a number (0 or less turns clipping off), got nan");
     auto [loss, norm, logits, state] =
-        lm_sgd_step(window, has_c ? std::vector{h, *c} : std::vector{h}, cell, w_ih, w_hh, b_ih, b_hh, w_out,
+        lm_sgd_step<Device>(window, has_c ? std::vector{h, *c} : std::vector{h}, cell, w_ih, w_hh, b_ih, b_hh, w_out,
                     b_out, lr, clip);
     return {loss, norm, logits, state[0], has_c ? state[1] : at::empty({0}, h.options())};
 }
@@ -306,23 +317,47 @@ TORCH_LIBRARY(charlstm, m) {
     m.def("build_info() -> str", &build_info);
 }
 
-// The same checked entry points serve both keys: the drivers pick the CPU or CUDA pointwise step
-// from the tensors' device. A build without CUDA kernels still registers the CUDA key, so that
-// CUDA tensors get charlstm's own message rather than a missing-kernel error.
-#define CHARLSTM_REGISTER_IMPLS(m)                    \
-    m.impl("lstm_forward", &lstm_forward_op);         \
-    m.impl("lstm_cell", &lstm_cell_op);               \
-    m.impl("lstm_backward", &lstm_backward_op);       \
-    m.impl("gru_forward", &gru_forward_op);           \
-    m.impl("gru_cell", &gru_cell_op);                 \
-    m.impl("gru_backward", &gru_backward_op);         \
-    m.impl("rnn_forward", &rnn_forward_op);           \
-    m.impl("rnn_cell", &rnn_cell_op);                 \
-    m.impl("rnn_backward", &rnn_backward_op);         \
-    m.impl("lm_sgd_step", &lm_sgd_step_op);
+namespace {
 
-TORCH_LIBRARY_IMPL(charlstm, CPU, m) { CHARLSTM_REGISTER_IMPLS(m) }
-TORCH_LIBRARY_IMPL(charlstm, CUDA, m) { CHARLSTM_REGISTER_IMPLS(m) }
+template <class Device>
+void register_kernels(torch::Library& m) {
+    m.impl("lstm_forward", &lstm_forward_op<Device>);
+    m.impl("lstm_cell", &lstm_cell_op<Device>);
+    m.impl("lstm_backward", &lstm_backward_op<Device>);
+    m.impl("gru_forward", &gru_forward_op<Device>);
+    m.impl("gru_cell", &gru_cell_op<Device>);
+    m.impl("gru_backward", &gru_backward_op<Device>);
+    m.impl("rnn_forward", &rnn_forward_op<Device>);
+    m.impl("rnn_cell", &rnn_cell_op<Device>);
+    m.impl("rnn_backward", &rnn_backward_op<Device>);
+    m.impl("lm_sgd_step", &lm_sgd_step_op<Device>);
+}
+
+#ifndef CHARLSTM_WITH_CUDA
+const char* const kOps[] = {"lstm_forward", "lstm_cell",    "lstm_backward", "gru_forward", "gru_cell",
+                            "gru_backward", "rnn_forward", "rnn_cell",      "rnn_backward", "lm_sgd_step"};
+
+// A build without CUDA kernels still answers CUDA tensors, with charlstm's own message rather
+// than a missing-kernel error.
+void cuda_kernels_missing(const c10::OperatorHandle& op, torch::jit::Stack*) {
+    TORCH_CHECK(false, op.schema().name(), ": charlstm was built without CUDA kernels; reinstall it where "
+                "torch has CUDA and nvcc is on the PATH (see `charlstm info`)");
+}
+#endif
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(charlstm, CPU, m) { register_kernels<Cpu>(m); }
+
+TORCH_LIBRARY_IMPL(charlstm, CUDA, m) {
+#ifdef CHARLSTM_WITH_CUDA
+    register_kernels<Cuda>(m);
+#else
+    for (const char* name : kOps) {
+        m.impl(name, torch::CppFunction::makeFromBoxedFunction<&cuda_kernels_missing>());
+    }
+#endif
+}
 
 }  // namespace charlstm
 

@@ -26,6 +26,8 @@ enum class Cell { Lstm, Gru, RnnTanh, RnnRelu };
 // changes, so the caller can stop with the last good weights.
 // -> loss (mean nats per prediction), global gradient norm before clipping, logits [T * B, V]
 //    (before the update), and the state after the window.
+// A template over the device tag (device.h), instantiated for Cpu and, in a CUDA build, Cuda.
+template <class Device>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_step(
     const at::Tensor& window, const std::vector<at::Tensor>& state, Cell cell, at::Tensor w_ih,
     at::Tensor w_hh, std::optional<at::Tensor> b_ih, std::optional<at::Tensor> b_hh, at::Tensor w_out,
