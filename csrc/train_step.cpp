@@ -108,7 +108,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_s
     at::Tensor b_out, double lr, double clip) {
     const int64_t T = window.size(0) - 1, B = window.size(1), N = T * B;
     const at::Tensor inputs = window.narrow(0, 0, T).contiguous();
-    const at::Tensor targets = window.narrow(0, 1, T).reshape({N, 1});
+    // contiguous() first: reshape() of a strided window (every other column of a larger batch) is
+    // a strided view, and the CPU loss reads the targets densely.
+    const at::Tensor targets = window.narrow(0, 1, T).contiguous().view({N, 1});
     const at::Tensor h0 = state[0].contiguous();
     const std::optional<at::Tensor> bi = given(b_ih) ? std::optional(b_ih->contiguous()) : std::nullopt;
     const std::optional<at::Tensor> bh = given(b_hh) ? std::optional(b_hh->contiguous()) : std::nullopt;

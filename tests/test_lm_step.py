@@ -218,3 +218,30 @@ def test_target_vocabulary_may_differ_from_input_vocabulary():
     window[-1, 0] = 4
     with pytest.raises(RuntimeError, match=r"target ids window\[1:\] must lie in \[0, 3\)"):
         fused_step("rnn_tanh", window, state, weights, lr=0.5, clip=1.0)
+
+
+# ---- non-contiguous window, state and weights ----
+
+def _relayout(t, layout):
+    """An equal tensor laid out otherwise in memory (not contiguous); 1-D ones strided."""
+    if layout == "strided" or t.dim() < 2:
+        out = torch.stack([t, torch.zeros_like(t)], -1)[..., 0]
+    else:
+        out = t.transpose(0, -1).contiguous().transpose(0, -1)
+    assert not out.is_contiguous() and torch.equal(out, t)
+    return out
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("layout", ["strided", "transposed"])
+def test_non_contiguous_window_state_and_weights(cell, layout, device):
+    """A window taken as every other column of a larger batch, or from batch-first storage; states
+    and every weight as views, which the step must update in place through the view."""
+    window, state, weights = make(cell, 6, 4, 27, 9, device=device)
+    want = autograd_step(cell, window, state, weights, lr=0.7, clip=0.1)
+    assert want[1].item() > 0.1
+    w = {k: None if v is None else _relayout(v.clone(), layout) for k, v in weights.items()}
+    loss, norm, logits, new_state = ops.lm_sgd_step(
+        _relayout(window, layout), tuple(_relayout(s, layout) for s in state), w["w_ih"], w["w_hh"], w["b_ih"],
+        w["b_hh"], w["w_out"], w["b_out"], cell=cell, lr=0.7, clip=0.1)
+    assert_steps_close((loss, norm, logits, w, new_state), want, atol=1e-10)
