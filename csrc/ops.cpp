@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <sstream>
+#include <vector>
 
 #include "device.h"
 #include "sequence.h"
@@ -62,27 +63,46 @@ int64_t check_weights(int64_t G, const Tensor& w_ih, const Tensor& w_hh, const O
     return H;
 }
 
-// Token ids in `ids` must index a table of `size` rows.
-void check_ids(const Tensor& ids, const char* what, int64_t size, const char* size_name) {
-    int64_t min = 0, max = 0;
-    if (ids.is_cpu() && ids.is_contiguous()) {
-        // A plain loop: aminmax and two item() calls cost more than the few hundred ids of a window.
-        const int64_t* p = ids.data_ptr<int64_t>();
-        min = max = p[0];
-        for (int64_t i = 1; i < ids.numel(); ++i) {
-            min = std::min(min, p[i]);
-            max = std::max(max, p[i]);
+// The smallest and largest id of each tensor, in that order. On the CPU a plain loop (aminmax and
+// item() calls cost more than the few hundred ids of a window); on a device one reduction per
+// tensor and a single transfer for all the bounds, which is the host's only wait for the device in
+// a forward op with token ids.
+std::vector<int64_t> id_bounds(const std::vector<Tensor>& ids) {
+    std::vector<int64_t> bounds;
+    if (ids.front().is_cpu()) {
+        for (const Tensor& t : ids) {
+            const Tensor c = t.contiguous();
+            const int64_t* p = c.data_ptr<int64_t>();
+            int64_t min = p[0], max = p[0];
+            for (int64_t i = 1; i < c.numel(); ++i) {
+                min = std::min(min, p[i]);
+                max = std::max(max, p[i]);
+            }
+            bounds.insert(bounds.end(), {min, max});
         }
-    } else {
-        const auto [lo, hi] = at::aminmax(ids);
-        min = lo.item<int64_t>(), max = hi.item<int64_t>();
+        return bounds;
     }
+    std::vector<Tensor> parts;
+    for (const Tensor& t : ids) {
+        const auto [lo, hi] = at::aminmax(t);
+        parts.insert(parts.end(), {lo, hi});
+    }
+    const Tensor host = at::stack(parts).to(at::kCPU);
+    const int64_t* p = host.data_ptr<int64_t>();
+    return std::vector<int64_t>(p, p + host.numel());
+}
+
+// Token ids with bounds [min, max] must index a table of `size` rows.
+void check_id_range(int64_t min, int64_t max, const char* what, int64_t size, const char* size_name) {
     TORCH_CHECK(min >= 0 && max < size, what, " must lie in [0, ", size, ") (", size_name, "), got values from ",
                 min, " to ", max);
 }
 
 // Checks x, float [T, B, I] / ids [T, B] for sequences and [B, I] / [B] for cells; returns T, B.
-std::pair<int64_t, int64_t> check_input(const Tensor& x, const Tensor& w_ih, bool sequence) {
+// `id_values`: also check that token ids index w_ih's columns (the backward ops, whose ids the
+// forward op checked, skip it on devices, where it would be a wait for the device).
+std::pair<int64_t, int64_t> check_input(const Tensor& x, const Tensor& w_ih, bool sequence,
+                                        bool id_values = true) {
     const int64_t dims = sequence ? 3 : 2;
     const char* shape = sequence ? "[T, B, input_size]" : "[B, input_size]";
     const char* id_shape = sequence ? "[T, B]" : "[B]";
@@ -90,8 +110,9 @@ std::pair<int64_t, int64_t> check_input(const Tensor& x, const Tensor& w_ih, boo
                 ": move all inputs to one device");
     if (x.scalar_type() == at::kLong) {
         TORCH_CHECK(x.dim() == dims - 1, "token ids x must have shape ", id_shape, ", got ", x.sizes());
-        if (x.numel() > 0) {
-            check_ids(x, "token ids x", w_ih.size(1), "input_size = w_ih.size(1)");
+        if (x.numel() > 0 && id_values) {
+            const auto b = id_bounds({x});
+            check_id_range(b[0], b[1], "token ids x", w_ih.size(1), "input_size = w_ih.size(1)");
         }
     } else {
         TORCH_CHECK(at::isFloatingType(x.scalar_type()), "x has dtype ", x.scalar_type(),
@@ -114,6 +135,32 @@ void check_state(const Tensor& s, const char* name, int64_t B, int64_t H, const 
     check_like(s, name, w_hh);
     TORCH_CHECK(s.dim() == 2 && s.size(0) == B && s.size(1) == H, name, " must have shape [", B, ", ", H,
                 "] (batch, hidden_size), got ", s.sizes());
+}
+
+// A tensor a backward op takes from the forward (its output, what it saved) or as an incoming
+// gradient: on w_hh's device, in its dtype, of shape `shape`, which `what` describes.
+void check_sized(const Tensor& t, const char* name, at::IntArrayRef shape, const char* what, const Tensor& w_hh) {
+    check_like(t, name, w_hh);
+    TORCH_CHECK(t.sizes() == shape, name, " must have shape ", shape, " (", what, "), got ", t.sizes());
+}
+
+void check_sized(const OptTensor& t, const char* name, at::IntArrayRef shape, const char* what,
+                 const Tensor& w_hh) {
+    if (t.has_value() && t->defined()) check_sized(*t, name, shape, what, w_hh);
+}
+
+// What every backward op takes: the forward's x, h0 and weights, its output y, and the incoming
+// gradients of y and hT. Returns T, B, H.
+std::tuple<int64_t, int64_t, int64_t> check_backward(int64_t G, const OptTensor& grad_y, const OptTensor& grad_hT,
+                                                     const Tensor& x, const Tensor& h0, const Tensor& w_ih,
+                                                     const Tensor& w_hh, const Tensor& y) {
+    const int64_t H = check_weights(G, w_ih, w_hh, std::nullopt, std::nullopt);
+    const auto [T, B] = check_input(x, w_ih, true, /*id_values=*/x.is_cpu());
+    check_state(h0, "h0", B, H, w_hh);
+    check_sized(y, "y", {T, B, H}, "[T, B, hidden_size]: the forward's output", w_hh);
+    check_sized(grad_y, "grad_y", {T, B, H}, "[T, B, hidden_size], as y", w_hh);
+    check_sized(grad_hT, "grad_hT", {B, H}, "[B, hidden_size], as hT", w_hh);
+    return {T, B, H};
 }
 
 OptTensor contiguous(const OptTensor& t) {
@@ -158,6 +205,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward_op(
     const OptTensor& grad_y, const OptTensor& grad_hT, const OptTensor& grad_cT, const Tensor& x,
     const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
     const Tensor& gates, const Tensor& cs) {
+    const auto [T, B, H] = check_backward(4, grad_y, grad_hT, x, h0, w_ih, w_hh, y);
+    check_state(c0, "c0", B, H, w_hh);
+    check_sized(grad_cT, "grad_cT", {B, H}, "[B, hidden_size], as cT", w_hh);
+    check_sized(gates, "gates", {T, B, 4 * H}, "[T, B, 4*hidden_size]: saved by lstm_forward", w_hh);
+    check_sized(cs, "cs", {T, B, H}, "[T, B, hidden_size]: saved by lstm_forward", w_hh);
     return lstm_backward<Device>(contiguous(grad_y), contiguous(grad_hT), contiguous(grad_cT), x.contiguous(),
                          h0.contiguous(), c0.contiguous(), w_ih, w_hh, y.contiguous(), gates.contiguous(),
                          cs.contiguous());
@@ -189,6 +241,8 @@ template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_op(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& save) {
+    const auto [T, B, H] = check_backward(3, grad_y, grad_hT, x, h0, w_ih, w_hh, y);
+    check_sized(save, "save", {T, B, 4 * H}, "[T, B, 4*hidden_size]: saved by gru_forward", w_hh);
     return gru_backward<Device>(contiguous(grad_y), contiguous(grad_hT), x.contiguous(), h0.contiguous(), w_ih,
                         w_hh, y.contiguous(), save.contiguous());
 }
@@ -220,8 +274,10 @@ template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward_op(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const std::string& nonlinearity) {
+    const bool relu = relu_from(nonlinearity);
+    check_backward(1, grad_y, grad_hT, x, h0, w_ih, w_hh, y);
     return rnn_backward<Device>(contiguous(grad_y), contiguous(grad_hT), x.contiguous(), h0.contiguous(), w_ih,
-                        w_hh, y.contiguous(), relu_from(nonlinearity));
+                        w_hh, y.contiguous(), relu);
 }
 
 Cell cell_from(const std::string& name) {
@@ -253,8 +309,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lm_sgd_step_op(
     check_like(b_out, "b_out", w_hh);
     TORCH_CHECK(b_out.dim() == 1 && b_out.size(0) == w_out.size(1), "b_out must have shape [",
                 w_out.size(1), "] (w_out.size(1)), got ", b_out.sizes());
-    check_ids(window.narrow(0, 0, T), "input ids window[:-1]", w_ih.size(1), "input_size = w_ih.size(1)");
-    check_ids(window.narrow(0, 1, T), "target ids window[1:]", w_out.size(1), "vocabulary = w_out.size(1)");
+    const auto b = id_bounds({window.narrow(0, 0, T), window.narrow(0, 1, T)});
+    check_id_range(b[0], b[1], "input ids window[:-1]", w_ih.size(1), "input_size = w_ih.size(1)");
+    check_id_range(b[2], b[3], "target ids window[1:]", w_out.size(1), "vocabulary = w_out.size(1)");
     const bool has_c = c.has_value() && c->defined();
     TORCH_CHECK(has_c == (cell == Cell::Lstm), cell == Cell::Lstm ? "the LSTM needs a cell state c"
                 : "c must be None: only the LSTM has a cell state", " (cell \"", cell_name, "\")");
