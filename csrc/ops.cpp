@@ -280,6 +280,28 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward_op(
                         w_hh, y.contiguous(), relu);
 }
 
+// The training step updates its weights in place, so they must hold small updates: in bfloat16 an
+// update below about 0.4% of a weight rounds away (half its 2^-7 spacing), in float16 below 0.05%.
+void check_master_weights(at::ScalarType dtype) {
+    const bool half = dtype == at::kHalf;
+    TORCH_CHECK(!half && dtype != at::kBFloat16, "lm_sgd_step updates the weights in place, and in ", dtype,
+                " an update smaller than about ", half ? "0.05%" : "0.4%", " of a weight rounds away: keep the "
+                "weights in float32 (the master copy) and pass compute_dtype=torch.", half ? "float16" : "bfloat16",
+                " to run the step in 16-bit on CUDA (float32 weights also get tensor-core products through TF32: "
+                "torch.backends.cuda.matmul.allow_tf32 = True)");
+}
+
+// A compute dtype the device's kernels take, no wider than the weights it is copied from.
+void check_compute_dtype(at::ScalarType compute, const Tensor& w_hh) {
+    const bool cuda = w_hh.is_cuda();
+    TORCH_CHECK(cuda ? is_any_float(compute) : is_cpu_float(compute), "compute_dtype ", compute, " is not one that "
+                "charlstm's ", cuda ? "CUDA" : "CPU", " kernels take: ", cuda ? "float32, float64, float16 or bfloat16"
+                : "float32 or float64 (16-bit compute runs on CUDA)");
+    TORCH_CHECK(c10::elementSize(compute) <= c10::elementSize(w_hh.scalar_type()), "compute_dtype ", compute,
+                " is wider than the weights' ", w_hh.scalar_type(), ": the weights are the master copy, so pass "
+                "them in ", compute, " or choose a narrower compute_dtype");
+}
+
 Cell cell_from(const std::string& name) {
     if (name == "lstm") return Cell::Lstm;
     if (name == "gru") return Cell::Gru;
@@ -292,8 +314,9 @@ template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lm_sgd_step_op(
     const Tensor& window, const Tensor& h, const OptTensor& c, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, const Tensor& w_out, const Tensor& b_out,
-    const std::string& cell_name, double lr, double clip) {
+    const std::string& cell_name, double lr, double clip, std::optional<at::ScalarType> compute_dtype) {
     const Cell cell = cell_from(cell_name);
+    check_master_weights(w_hh.scalar_type());
     const int64_t H = check_weights(cell == Cell::Lstm ? 4 : cell == Cell::Gru ? 3 : 1, w_ih, w_hh, b_ih, b_hh);
     TORCH_CHECK(window.device() == w_ih.device(), "window is on ", window.device(), " but w_ih is on ",
                 w_ih.device(), ": move all inputs to one device");
@@ -319,9 +342,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lm_sgd_step_op(
     if (has_c) check_state(*c, "c", B, H, w_hh);
     TORCH_CHECK(std::isfinite(lr), "lr must be a finite number, got ", lr);
     TORCH_CHECK(!std::isnan(clip), "clip must be a number (0 or less turns clipping off), got nan");
+    if (compute_dtype) check_compute_dtype(*compute_dtype, w_hh);
     auto [loss, norm, logits, state] =
         lm_sgd_step<Device>(window, has_c ? std::vector{h, *c} : std::vector{h}, cell, w_ih, w_hh, b_ih, b_hh, w_out,
-                    b_out, lr, clip);
+                            b_out, lr, clip, compute_dtype);
     return {loss, norm, logits, state[0], has_c ? state[1] : at::empty({0}, h.options())};
 }
 
@@ -369,7 +393,8 @@ TORCH_LIBRARY(charlstm, m) {
     // state would read better, but torch.compile cannot functionalize a mutating op that returns
     // a list.)
     m.def("lm_sgd_step(Tensor window, Tensor h, Tensor? c, Tensor(a!) w_ih, Tensor(b!) w_hh, Tensor(c!)? b_ih, "
-          "Tensor(d!)? b_hh, Tensor(e!) w_out, Tensor(f!) b_out, str cell, float lr, float clip) "
+          "Tensor(d!)? b_hh, Tensor(e!) w_out, Tensor(f!) b_out, str cell, float lr, float clip, "
+          "ScalarType? compute_dtype=None) "
           "-> (Tensor loss, Tensor norm, Tensor logits, Tensor hT, Tensor cT)");
     m.def("build_info() -> str", &build_info);
 }
