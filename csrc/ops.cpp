@@ -19,6 +19,10 @@
 #ifndef CHARLSTM_CUDA_ARCHS
 #define CHARLSTM_CUDA_ARCHS ""
 #endif
+// The code TORCH_CUDA_ARCH_LIST embedded: sm_XY machine code and compute_XY PTX, space-separated.
+#ifndef CHARLSTM_CUDA_CODE
+#define CHARLSTM_CUDA_CODE ""
+#endif
 
 namespace charlstm {
 namespace {
@@ -357,6 +361,7 @@ std::string build_info() {
     s << "{\"cuda\": false, ";
 #endif
     s << "\"cuda_archs\": \"" << CHARLSTM_CUDA_ARCHS << "\", ";
+    s << "\"cuda_code\": \"" << CHARLSTM_CUDA_CODE << "\", ";
 #ifdef _OPENMP
     s << "\"openmp\": true, ";
 #else
