@@ -288,19 +288,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward_op(
 // update below about 0.4% of a weight rounds away (half its 2^-7 spacing), in float16 below 0.05%.
 void check_master_weights(at::ScalarType dtype) {
     const bool half = dtype == at::kHalf;
-    TORCH_CHECK(!half && dtype != at::kBFloat16, "lm_sgd_step updates the weights in place, and in ", dtype,
-                " an update smaller than about ", half ? "0.05%" : "0.4%", " of a weight rounds away: keep the "
-                "weights in float32 (the master copy) and pass compute_dtype=torch.", half ? "float16" : "bfloat16",
-                " to run the step in 16-bit on CUDA (float32 weights also get tensor-core products through TF32: "
-                "torch.backends.cuda.matmul.allow_tf32 = True)");
+    TORCH_CHECK(!half && dtype != at::kBFloat16, "lm_sgd_step updates the weights in place, and in ",
+                dtype, " an update smaller than about ", half ? "0.05%" : "0.4%", " of a weight rounds away: "
+                "keep the weights in float32 (the master copy) and pass compute_dtype=torch.",
+                half ? "float16" : "bfloat16", " to run the step in 16-bit on CUDA (float32 weights also get "
+                "tensor-core products through TF32: torch.backends.cuda.matmul.allow_tf32 = True)");
 }
 
 // A compute dtype the device's kernels take, no wider than the weights it is copied from.
 void check_compute_dtype(at::ScalarType compute, const Tensor& w_hh) {
     const bool cuda = w_hh.is_cuda();
-    TORCH_CHECK(cuda ? is_any_float(compute) : is_cpu_float(compute), "compute_dtype ", compute, " is not one that "
-                "charlstm's ", cuda ? "CUDA" : "CPU", " kernels take: ", cuda ? "float32, float64, float16 or bfloat16"
-                : "float32 or float64 (16-bit compute runs on CUDA)");
+    TORCH_CHECK(cuda ? is_any_float(compute) : is_cpu_float(compute), "compute_dtype ", compute,
+                " is not one that charlstm's ", cuda ? "CUDA" : "CPU", " kernels take: ",
+                cuda ? "float32, float64, float16 or bfloat16"
+                     : "float32 or float64 (16-bit compute runs on CUDA)");
     TORCH_CHECK(c10::elementSize(compute) <= c10::elementSize(w_hh.scalar_type()), "compute_dtype ", compute,
                 " is wider than the weights' ", w_hh.scalar_type(), ": the weights are the master copy, so pass "
                 "them in ", compute, " or choose a narrower compute_dtype");

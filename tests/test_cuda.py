@@ -175,7 +175,8 @@ def test_runs_on_the_current_stream():
     want_y, (want_h, want_c) = ops.lstm(x, h0, c0, *weights)
     window = torch.randint(0, 27, (11, 32), device="cuda")
     w_out = torch.randn(64, 27, dtype=torch.float64, device="cuda") * 0.1
-    step_weights = [w.clone() for w in weights] + [w_out.clone(), torch.zeros(27, dtype=torch.float64, device="cuda")]
+    step_weights = [w.clone() for w in weights] + [w_out.clone(),
+                                                   torch.zeros(27, dtype=torch.float64, device="cuda")]
     want_loss = ops.lm_sgd_step(window, (h0, c0), *[w.clone() for w in step_weights], cell="lstm", lr=0.5,
                                 clip=1.0)[0]
     torch.cuda.synchronize()
@@ -227,7 +228,8 @@ from charlstm import ops
 gen = torch.Generator().manual_seed(0)
 T, B, V, H = 50, 64, 27, 128
 x = torch.randint(0, V, (T, B), generator=gen).cuda()
-w_ih, w_hh = (torch.randn(4 * H, V, generator=gen) * 0.1).cuda(), (torch.randn(4 * H, H, generator=gen) * 0.1).cuda()
+w_ih = (torch.randn(4 * H, V, generator=gen) * 0.1).cuda()
+w_hh = (torch.randn(4 * H, H, generator=gen) * 0.1).cuda()
 h0, c0 = torch.zeros(B, H, device="cuda"), torch.zeros(B, H, device="cuda")
 runs = []
 for _ in range(3):

@@ -22,8 +22,8 @@ def run_check(tmp_path, nvidia_smi_output):
     fake.write_text("#!/bin/sh\n" + (f"echo '{nvidia_smi_output}'\n" if nvidia_smi_output else "exit 9\n"))
     fake.chmod(0o755)
     out = tmp_path / "out"
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", CHARLSTM_GPU_CHECK_PYTHON=sys.executable,
-               CHARLSTM_GPU_CHECK_BUILD="0",
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+               CHARLSTM_GPU_CHECK_PYTHON=sys.executable, CHARLSTM_GPU_CHECK_BUILD="0",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     env.pop("TORCH_CUDA_ARCH_LIST", None)
     result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out)], capture_output=True,

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from charlstm import ops, reference
 from test_lm_step import GATES, autograd_step, make
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="16-bit compute runs on CUDA only: it needs a GPU")
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(),
+                          reason="16-bit compute runs on CUDA only: it needs a GPU")
 FLOOR = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 
 
@@ -114,7 +115,8 @@ def test_16bit_weights_are_refused_with_what_to_do(dtype, advice, device):
 def test_bad_compute_dtypes_raise_clear_errors(weights_dtype, compute, message, device):
     window, state, weights = make("rnn_tanh", 3, 2, 5, 4, dtype=weights_dtype, device=device)
     with pytest.raises(RuntimeError, match=message):
-        ops.lm_sgd_step(window, state, *weights.values(), cell="rnn_tanh", lr=1.0, clip=1.0, compute_dtype=compute)
+        ops.lm_sgd_step(window, state, *weights.values(), cell="rnn_tanh", lr=1.0, clip=1.0,
+                        compute_dtype=compute)
 
 
 def test_16bit_compute_is_refused_on_the_cpu():

@@ -32,7 +32,8 @@ ARGS = {"lstm": lstm_backward_args, "gru": gru_backward_args, "rnn": rnn_backwar
 
 # (cell, argument, bad value from the good arguments, expected message)
 BAD = [
-    ("lstm", "grad_y", lambda a: a["grad_y"][:2], r"grad_y must have shape \[3, 2, 4\] \(\[T, B, hidden_size\]"),
+    ("lstm", "grad_y", lambda a: a["grad_y"][:2],
+     r"grad_y must have shape \[3, 2, 4\] \(\[T, B, hidden_size\]"),
     ("lstm", "grad_hT", lambda a: a["grad_hT"][:1], r"grad_hT must have shape \[2, 4\]"),
     ("lstm", "grad_cT", lambda a: a["grad_cT"].float(), r"grad_cT has dtype Float but w_hh has Double"),
     ("lstm", "x", lambda a: a["x"][:, :, :3], r"x must have shape \[T, B, input_size\] with input_size = 5"),
@@ -41,8 +42,10 @@ BAD = [
     ("lstm", "c0", lambda a: a["c0"][:1], r"c0 must have shape \[2, 4\]"),
     ("lstm", "w_hh", lambda a: a["w_hh"][:12], r"w_hh must have shape \[4\*hidden_size, hidden_size\]"),
     ("lstm", "w_ih", lambda a: a["w_ih"].float(), r"w_ih has dtype Float but w_hh has Double"),
-    ("lstm", "y", lambda a: a["y"][..., :3], r"y must have shape \[3, 2, 4\] \(\[T, B, hidden_size\]: the forward"),
-    ("lstm", "gates", lambda a: a["gates"][..., :8], r"gates must have shape \[3, 2, 16\].*saved by lstm_forward"),
+    ("lstm", "y", lambda a: a["y"][..., :3],
+     r"y must have shape \[3, 2, 4\] \(\[T, B, hidden_size\]: the forward"),
+    ("lstm", "gates", lambda a: a["gates"][..., :8],
+     r"gates must have shape \[3, 2, 16\].*saved by lstm_forward"),
     ("lstm", "cs", lambda a: a["cs"].half(), r"cs has dtype Half but w_hh has Double"),
     ("gru", "save", lambda a: a["save"][..., :12], r"save must have shape \[3, 2, 16\].*saved by gru_forward"),
     ("gru", "w_hh", lambda a: torch.zeros(16, 4, dtype=torch.float64),
@@ -53,7 +56,8 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("cell, name, bad, message", BAD, ids=[f"{c}-{n}-{i}" for i, (c, n, _, _) in enumerate(BAD)])
+@pytest.mark.parametrize("cell, name, bad, message", BAD,
+                         ids=[f"{c}-{n}-{i}" for i, (c, n, _, _) in enumerate(BAD)])
 def test_bad_backward_arguments_raise_clear_errors(cell, name, bad, message):
     args = ARGS[cell]()
     args[name] = bad(args)

@@ -190,9 +190,9 @@ unsigned int blocks_for(int64_t batch, int64_t hidden) {
 void check_before_launch(const char* kernel) {
     const cudaError_t err = cudaPeekAtLastError();
     if (err != cudaSuccess) {
-        throw std::runtime_error(std::string("charlstm: an earlier CUDA call failed with '") + cudaGetErrorString(err) +
-                                 "' before the launch of " + kernel + "; run with CUDA_LAUNCH_BLOCKING=1 to stop at "
-                                 "the call that caused it");
+        throw std::runtime_error(std::string("charlstm: an earlier CUDA call failed with '") +
+                                 cudaGetErrorString(err) + "' before the launch of " + kernel +
+                                 "; run with CUDA_LAUNCH_BLOCKING=1 to stop at the call that caused it");
     }
 }
 
