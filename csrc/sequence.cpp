@@ -287,14 +287,15 @@ Tensor id_gradient(Cuda, const Tensor& dpre, const Tensor& ids, Tensor& dtable) 
 // bias gradient) from the pre-activation gradients dpre [T*B, G*H].
 template <class Device>
 std::tuple<Tensor, Tensor, Tensor> input_grads(const Tensor& dpre, const Tensor& x, const Tensor& w_ih,
-                                               bool transposed_out) {
+                                               bool transposed_out, bool input_grad) {
     if (is_ids(x)) {
         Tensor dtable = at::zeros({w_ih.size(1), w_ih.size(0)}, w_ih.options());
         const Tensor dbias = id_gradient(Device{}, dpre, x, dtable);
-        return {transposed_out ? dtable : transposed(dtable), at::empty({0}, w_ih.options()), dbias};
+        return {transposed_out ? dtable : transposed(dtable), Tensor(), dbias};
     }
     const Tensor x2d = x.reshape({-1, x.size(2)});
-    return {weight_grad(dpre, x2d, transposed_out), dpre.mm(w_ih).view(x.sizes()), dpre.sum(0)};
+    const Tensor dx = input_grad ? dpre.mm(w_ih).view(x.sizes()) : Tensor();
+    return {weight_grad(dpre, x2d, transposed_out), dx, dpre.sum(0)};
 }
 
 Tensor initial_grad(const OptTensor& g, const Tensor& like) {
@@ -392,7 +393,7 @@ BackwardResult backward(const Cell& cell, const OptTensor& grad_y, const OptTens
     const bool wt = options.transposed_weight_grads;
     const Tensor dpre = b.dpre.view({T * B, G * H}), dpre_h = b.dpre_h.view({T * B, G * H});
     BackwardResult r;
-    std::tie(r.dw_ih, r.dx, r.db_ih) = input_grads<Device>(dpre, x, w_ih, wt);
+    std::tie(r.dw_ih, r.dx, r.db_ih) = input_grads<Device>(dpre, x, w_ih, wt, options.input_grad);
     r.dw_hh = recurrent_weight_grad(dpre_h, h0, y, wt);
     r.db_hh = Cell::separate_recurrent ? dpre_h.sum(0) : r.db_ih;
     if (initial) r.dh0 = b.dh, r.dc0 = b.dc;
@@ -401,81 +402,68 @@ BackwardResult backward(const Cell& cell, const OptTensor& grad_y, const OptTens
 
 }  // namespace
 
+int64_t gates_of(Cell cell) { return cell == Cell::Lstm ? 4 : cell == Cell::Gru ? 3 : 1; }
+int64_t states_of(Cell cell) { return cell == Cell::Lstm ? 2 : 1; }
+int64_t saved_of(Cell cell) { return cell == Cell::Lstm ? 2 : cell == Cell::Gru ? 1 : 0; }
+
 template <class Device>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
-    const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& b_ih, const OptTensor& b_hh) {
-    const auto f = forward<Device>(LstmCell{}, x, h0, c0, w_ih, w_hh, b_ih, b_hh);
-    const int64_t T = f.T;
-    return {f.y, f.y[T - 1].clone(), f.saved[T - 1].clone(), f.pre, f.saved};
+LayerForward layer_forward(Cell cell, const Tensor& x, const std::vector<Tensor>& state0, const Tensor& w_ih,
+                           const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh) {
+    const auto run = [&](const auto& traits) {
+        const Tensor c0 = cell == Cell::Lstm ? state0[1] : Tensor();
+        return forward<Device>(traits, x, state0[0], c0, w_ih, w_hh, b_ih, b_hh);
+    };
+    LayerForward out;
+    if (cell == Cell::Lstm) {
+        const auto f = run(LstmCell{});
+        out.y = f.y, out.saved = {f.pre, f.saved};
+        out.final = {f.y[f.T - 1].clone(), f.saved[f.T - 1].clone()};
+    } else if (cell == Cell::Gru) {
+        const auto f = run(GruCell{});
+        out.y = f.y, out.saved = {f.saved}, out.final = {f.y[f.T - 1].clone()};
+    } else {
+        const auto f = run(RnnCell{cell == Cell::RnnRelu});
+        out.y = f.y, out.final = {f.y[f.T - 1].clone()};
+    }
+    return out;
 }
 
 template <class Device>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
-    const OptTensor& grad_y, const OptTensor& grad_hT, const OptTensor& grad_cT, const Tensor& x,
-    const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
-    const Tensor& gates, const Tensor& cs, const BackwardOptions& options) {
-    auto r = backward<Device>(LstmCell{}, grad_y, grad_hT, grad_cT, x, h0, c0, w_ih, w_hh, y, gates, cs, options);
-    return {r.dx, r.dh0, r.dc0, r.dw_ih, r.dw_hh, r.db_ih};
+LayerGrads layer_backward(Cell cell, const OptTensor& grad_y, const std::vector<OptTensor>& grad_final,
+                          const Tensor& x, const std::vector<Tensor>& state0, const Tensor& w_ih,
+                          const Tensor& w_hh, const Tensor& y, const std::vector<Tensor>& saved,
+                          const BackwardOptions& options) {
+    const OptTensor no_grad;
+    const OptTensor& grad_hT = grad_final.empty() ? no_grad : grad_final[0];
+    BackwardResult r;
+    if (cell == Cell::Lstm) {
+        r = backward<Device>(LstmCell{}, grad_y, grad_hT, grad_final.size() > 1 ? grad_final[1] : no_grad, x,
+                             state0[0], state0[1], w_ih, w_hh, y, saved[0], saved[1], options);
+    } else if (cell == Cell::Gru) {
+        r = backward<Device>(GruCell{}, grad_y, grad_hT, no_grad, x, state0[0], Tensor(), w_ih, w_hh, y, Tensor(),
+                             saved[0], options);
+    } else {
+        r = backward<Device>(RnnCell{cell == Cell::RnnRelu}, grad_y, grad_hT, no_grad, x, state0[0], Tensor(), w_ih,
+                             w_hh, y, Tensor(), Tensor(), options);
+    }
+    LayerGrads g{r.dx, {}, r.dw_ih, r.dw_hh, r.db_ih, r.db_hh};
+    if (options.initial_state_grad) {
+        g.dstate = cell == Cell::Lstm ? std::vector<Tensor>{r.dh0, r.dc0} : std::vector<Tensor>{r.dh0};
+    }
+    return g;
 }
 
-template <class Device>
-std::tuple<Tensor, Tensor, Tensor> gru_forward(
-    const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& b_ih, const OptTensor& b_hh) {
-    const auto f = forward<Device>(GruCell{}, x, h0, Tensor(), w_ih, w_hh, b_ih, b_hh);
-    return {f.y, f.y[f.T - 1].clone(), f.saved};
-}
-
-template <class Device>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
-    const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
-    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& save,
-    const BackwardOptions& options) {
-    auto r = backward<Device>(GruCell{}, grad_y, grad_hT, std::nullopt, x, h0, Tensor(), w_ih, w_hh, y,
-                              Tensor(), save, options);
-    return {r.dx, r.dh0, r.dw_ih, r.dw_hh, r.db_ih, r.db_hh};
-}
-
-template <class Device>
-std::tuple<Tensor, Tensor> rnn_forward(
-    const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& b_ih, const OptTensor& b_hh, bool relu) {
-    const auto f = forward<Device>(RnnCell{relu}, x, h0, Tensor(), w_ih, w_hh, b_ih, b_hh);
-    return {f.y, f.y[f.T - 1].clone()};
-}
-
-template <class Device>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
-    const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
-    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, bool relu, const BackwardOptions& options) {
-    auto r = backward<Device>(RnnCell{relu}, grad_y, grad_hT, std::nullopt, x, h0, Tensor(), w_ih, w_hh, y,
-                              Tensor(), Tensor(), options);
-    return {r.dx, r.dh0, r.dw_ih, r.dw_hh, r.db_ih};
-}
-
-#define CHARLSTM_INSTANTIATE(D)                                                                          \
-    template std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward<D>(                         \
-        const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptTensor&,     \
-        const OptTensor&);                                                                               \
-    template std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward<D>(                \
-        const OptTensor&, const OptTensor&, const OptTensor&, const Tensor&, const Tensor&, const Tensor&, \
-        const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const BackwardOptions&); \
-    template std::tuple<Tensor, Tensor, Tensor> gru_forward<D>(                                          \
-        const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&); \
-    template std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward<D>(                 \
-        const OptTensor&, const OptTensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,  \
-        const Tensor&, const Tensor&, const BackwardOptions&);                                           \
-    template std::tuple<Tensor, Tensor> rnn_forward<D>(                                                  \
-        const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,  \
-        bool);                                                                                           \
-    template std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward<D>(                         \
-        const OptTensor&, const OptTensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,  \
-        const Tensor&, bool, const BackwardOptions&);
-CHARLSTM_INSTANTIATE(Cpu)
+template LayerForward layer_forward<Cpu>(Cell, const Tensor&, const std::vector<Tensor>&, const Tensor&,
+                                         const Tensor&, const OptTensor&, const OptTensor&);
+template LayerGrads layer_backward<Cpu>(Cell, const OptTensor&, const std::vector<OptTensor>&, const Tensor&,
+                                        const std::vector<Tensor>&, const Tensor&, const Tensor&, const Tensor&,
+                                        const std::vector<Tensor>&, const BackwardOptions&);
 #ifdef CHARLSTM_WITH_CUDA
-CHARLSTM_INSTANTIATE(Cuda)
+template LayerForward layer_forward<Cuda>(Cell, const Tensor&, const std::vector<Tensor>&, const Tensor&,
+                                          const Tensor&, const OptTensor&, const OptTensor&);
+template LayerGrads layer_backward<Cuda>(Cell, const OptTensor&, const std::vector<OptTensor>&, const Tensor&,
+                                         const std::vector<Tensor>&, const Tensor&, const Tensor&, const Tensor&,
+                                         const std::vector<Tensor>&, const BackwardOptions&);
 #endif
-#undef CHARLSTM_INSTANTIATE
 
 }  // namespace charlstm
