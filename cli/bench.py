@@ -30,6 +30,14 @@ def bench(
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads (default: torch's).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Also write the JSON result to this file.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    suite: Annotated[Optional[str], typer.Option(
+        help="'general': a char-rnn step (embedding or ids, Adam) on charlstm.nn against torch.nn over a grid "
+             "of batch, hidden, steps and layers, with the product floor; ignores --shapes and --backends.")]
+    = None,
+    cells: Annotated[str, typer.Option(help="With --suite general: comma-separated cells, lstm,gru,rnn.")]
+    = "lstm,gru,rnn",
+    budget: Annotated[float, typer.Option(min=0.0, help="With --suite general: seconds of timing per grid cell.")]
+    = 0.6,
 ):
     """Time one training step (forward, softmax cross-entropy, backward, clip, SGD) per backend."""
     import torch
@@ -45,6 +53,15 @@ def bench(
         raise typer.BadParameter("--device cuda: no CUDA device is visible (see `charlstm info`)")
     if threads:
         torch.set_num_threads(threads)
+    if suite is not None:
+        from charlstm.bench_suite import general_suite
+        if suite != "general":
+            raise typer.BadParameter(f"unknown suite {suite!r}: the one suite is 'general'")
+        try:
+            general_suite(cells, device, budget, out, json_output)
+        except ValueError as e:
+            raise typer.BadParameter(str(e))
+        return
     log = (lambda row: typer.echo(json.dumps(row), err=True))
     result = bench_training_step(parse_shapes(shapes), chosen, rounds, steps_per_round, device=device, log=log)
     if out:

@@ -1,0 +1,71 @@
+"""The general benchmark suite: its grid, its FLOP count, a tiny run, and the CLI's errors.
+
+Timings are never asserted; these check that a run times both backends on the same model and
+reports what it measured consistently.
+"""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from charlstm import bench_suite as suite
+from charlstm_cli.main import app
+
+
+def test_the_grids_are_the_documented_ones():
+    lstm = suite.grid_cells(["lstm"])
+    assert len(lstm) == 4 * 5 * 4 * 2 * 2
+    assert {c.batch for c in lstm} == {1, 16, 64, 128} and {c.hidden for c in lstm} == {64, 128, 256, 512, 1024}
+    assert {c.steps for c in lstm} == {10, 50, 100, 200} and {c.input for c in lstm} == {"float", "ids"}
+    assert {c.kind for c in suite.grid_cells(["gru", "rnn"])} == {"gru", "rnn"}
+
+
+def test_product_flops_by_hand():
+    # LSTM, one layer, float input: 3 products each of [N, 64] x [64, 4H] and [N, H] x [H, 4H],
+    # plus the classifier's three [N, H] x [H, 64].
+    N, H = 10 * 2, 8
+    cell = suite.Cell("lstm", 2, H, 10, 1, "float")
+    assert suite.product_flops(cell) == 6 * N * (64 * 4 * H + H * 4 * H + H * 64)
+    # Token ids drop the input products; a second layer reads H inputs.
+    ids = suite.Cell("gru", 2, H, 10, 2, "ids")
+    assert suite.product_flops(ids) == 6 * N * (H * 3 * H + 2 * H * 3 * H + H * 64)
+
+
+def test_both_backends_train_the_same_model():
+    cell = suite.Cell("lstm", 3, 8, 4, 2, "float")
+    theirs = suite.Trainer(cell, "torch", "cpu")
+    ours = suite.Trainer(cell, "charlstm", "cpu", state=theirs.model.state_dict())
+    for _ in range(3):
+        torch.testing.assert_close(ours(), theirs(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_tiny_run_reports_every_cell_with_ratio_and_floors():
+    cells = [suite.Cell("lstm", 2, 8, 3, 1, "ids"), suite.Cell("gru", 1, 4, 2, 2, "float")]
+    logged = []
+    result = suite.run_suite(("lstm", "gru"), "cpu", budget_s=0.01, cells=cells, memory=False, log=logged.append)
+    assert len(result["rows"]) == len(logged) == 2
+    for row in result["rows"]:
+        assert row["ratio"] == pytest.approx(row["torch_ms"] / row["charlstm_ms"])
+        assert row["rounds"] >= 5
+        assert row["floor_mm_ms"] == pytest.approx(row["gflop"] * 1e3 / result["peaks"]["torch_mm_gflops"])
+    assert result["summary"]["lstm"]["cells"] == 1 and result["summary"]["gru"]["cells"] == 1
+    json.dumps(result)
+    table = suite.format_table(result)
+    assert "| lstm | ids | 2 | 8 | 3 | 1 |" in table and "| gru | float | 1 | 4 | 2 | 2 |" in table
+
+
+def test_step_peak_memory_runs_each_backend_in_its_own_process():
+    memory = suite.step_peak_memory(suite.Cell("lstm", 4, 8, 5, 1, "float"), threads=1)
+    assert set(memory) == {"torch", "charlstm"} and all(kib >= 0 for kib in memory.values())
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--suite", "fast"], "unknown suite 'fast'"),
+    (["--suite", "general", "--cells", "lstm,elman"], "unknown cell(s) ['elman']"),
+])
+def test_bench_suite_bad_options(args, message):
+    result = CliRunner().invoke(app, ["bench", *args])
+    assert result.exit_code == 2
+    assert message in result.output
