@@ -314,8 +314,20 @@ Tensor id_gradient(Cpu, const Tensor& dpre, const Tensor& ids, Tensor& dtable, b
 }
 
 #ifdef CHARLSTM_WITH_CUDA
+// index_add_ adds each row with atomics, T*B/V rows per table row (about 240 at T = 100, B = 64,
+// V = 27): 16-bit tables accumulate in float32 and are rounded once. The order of the atomics,
+// and so the last bits of the sums, varies between runs unless
+// torch.use_deterministic_algorithms(True) is set, under which index_add_ sorts the ids instead.
 Tensor id_gradient(Cuda, const Tensor& dpre, const Tensor& ids, Tensor& dtable, bool bias) {
-    dtable.index_add_(0, ids.reshape({-1}), dpre);
+    const bool narrow = dtable.scalar_type() == at::kHalf || dtable.scalar_type() == at::kBFloat16;
+    if (!narrow) {
+        dtable.index_add_(0, ids.reshape({-1}), dpre);
+    } else {
+        dtable = at::zeros(dtable.sizes(), dtable.options().dtype(at::kFloat))
+                     .index_add_(0, ids.reshape({-1}), dpre.to(at::kFloat))
+                     .to(dtable.scalar_type());
+    }
+    // A reduction, which ATen accumulates in float32 for 16-bit types.
     return bias ? dpre.sum(0) : Tensor();
 }
 #endif
@@ -384,14 +396,21 @@ ForwardTensors forward(const Cell& cell, const Tensor& x, const Tensor& h0, cons
             const Rows prev = t == 0 ? Rows{h0, b0, n} : Rows{f.y, (t - 1) * B + b0, n};
             if (Cell::separate_recurrent) {
                 const bool bias = recurrent_bias.defined();
-                if (bias && whole) {
-                    f.hproj.copy_(recurrent_bias.expand_as(f.hproj));
-                } else if (bias) {
-                    const auto src = recurrent_bias.data_ptr<scalar_t>();
-                    auto dst = f.hproj.data_ptr<scalar_t>();
-                    for (int64_t b = b0; b < b1; ++b) std::copy(src, src + G * H, dst + b * G * H);
+                if (bias && whole && !brgemm_path(w_hh_t)) {
+                    // One op with b_hh as the product's addend (cuBLASLt adds it in its epilogue)
+                    // rather than a copy of b_hh into hproj and a product onto it, two launches a
+                    // step on CUDA.
+                    at::addmm_out(f.hproj, recurrent_bias, prev.view(), w_hh_t);
+                } else {
+                    if (bias && whole) {
+                        f.hproj.copy_(recurrent_bias.expand_as(f.hproj));
+                    } else if (bias) {
+                        const auto src = recurrent_bias.data_ptr<scalar_t>();
+                        auto dst = f.hproj.data_ptr<scalar_t>();
+                        for (int64_t b = b0; b < b1; ++b) std::copy(src, src + G * H, dst + b * G * H);
+                    }
+                    product(Rows{f.hproj, b0, n}, prev, w_hh_t, bias, !whole);
                 }
-                product(Rows{f.hproj, b0, n}, prev, w_hh_t, bias, !whole);
             } else {
                 // Over the projected input, or written afresh where token ids are gathered in the step.
                 product(Rows{f.pre, t * B + b0, n}, prev, w_hh_t, !ids, !whole);
