@@ -355,8 +355,28 @@ def format_table(result):
     return "\n".join(lines)
 
 
-def general_suite(cells="lstm,gru,rnn", device="cpu", budget_s=0.6, out=None, json_output=False):
-    """The `charlstm bench --suite general` command: run, write `out`, print JSON or the table."""
+def parse_hidden(spec, kinds):
+    """`--hidden 64,128` -> (64, 128): hidden sizes of the grids of `kinds`; None for all."""
+    if spec is None:
+        return None
+    offered = sorted({h for k in kinds for h in GRIDS[k].hidden})
+    try:
+        sizes = tuple(int(v) for v in spec.split(",") if v.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or any(h not in offered for h in sizes):
+        raise ValueError(f"--hidden {spec!r}: choose comma-separated sizes from {offered}")
+    return sizes
+
+
+def general_suite(cells="lstm,gru,rnn", device="cpu", budget_s=0.6, out=None, json_output=False,
+                  hidden=None):
+    """The `charlstm bench --suite general` command: run, write `out`, print JSON or the table.
+
+    `hidden` ("64,128") keeps only the grid cells of those hidden sizes, so that a long grid can
+    be timed in several short runs; the peak-memory comparison runs with the slice holding its
+    cell.
+    """
     from charlstm.checkpoint import atomic_write_bytes
 
     kinds = [c.strip() for c in cells.split(",") if c.strip()]
@@ -365,7 +385,12 @@ def general_suite(cells="lstm,gru,rnn", device="cpu", budget_s=0.6, out=None, js
         raise ValueError(f"unknown cell(s) {unknown}: choose from {', '.join(CELL_KINDS)}")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is visible (see `charlstm info`)")
-    result = run_suite(kinds, device, budget_s, log=lambda row: print(json.dumps(row), file=sys.stderr))
+    sizes = parse_hidden(hidden, kinds)
+    chosen = [c for c in grid_cells(kinds) if sizes is None or c.hidden in sizes]
+    memory = sizes is None or MEMORY_CELL[1] in sizes
+    result = run_suite(kinds, device, budget_s, cells=chosen, memory=memory,
+                       log=lambda row: print(json.dumps(row), file=sys.stderr))
+    result["hidden"] = list(sizes) if sizes else None
     if out:
         atomic_write_bytes(out, json.dumps(result, indent=2).encode())
     print(json.dumps(result) if json_output else format_table(result))

@@ -38,6 +38,10 @@ def bench(
     = "lstm,gru,rnn",
     budget: Annotated[float, typer.Option(min=0.0, help="With --suite general: seconds of timing per grid cell.")]
     = 0.6,
+    hidden: Annotated[Optional[str], typer.Option(
+        help="With --suite general: only these comma-separated hidden sizes of the grid, e.g. 64,128"
+             " (time a long grid in several runs).")]
+    = None,
 ):
     """Time one training step (forward, softmax cross-entropy, backward, clip, SGD) per backend."""
     import torch
@@ -58,7 +62,7 @@ def bench(
         if suite != "general":
             raise typer.BadParameter(f"unknown suite {suite!r}: the one suite is 'general'")
         try:
-            general_suite(cells, device, budget, out, json_output)
+            general_suite(cells, device, budget, out, json_output, hidden)
         except ValueError as e:
             raise typer.BadParameter(str(e))
         return

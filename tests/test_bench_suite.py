@@ -64,8 +64,28 @@ def test_step_peak_memory_runs_each_backend_in_its_own_process():
 @pytest.mark.parametrize("args,message", [
     (["--suite", "fast"], "unknown suite 'fast'"),
     (["--suite", "general", "--cells", "lstm,elman"], "unknown cell(s) ['elman']"),
+    (["--suite", "general", "--cells", "gru", "--hidden", "128"], "choose comma-separated sizes"),
+    (["--suite", "general", "--hidden", "64,x"], "--hidden '64,x'"),
 ])
 def test_bench_suite_bad_options(args, message):
     result = CliRunner().invoke(app, ["bench", *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_hidden_slices_the_grid(monkeypatch):
+    ran = {}
+
+    def fake_run_suite(kinds, device, budget_s, cells=None, memory=True, log=None):
+        ran.update(cells=cells, memory=memory)
+        return {"rows": [], "summary": {}, "peaks": {}}
+
+    monkeypatch.setattr(suite, "run_suite", fake_run_suite)
+    monkeypatch.setattr(suite, "format_table", lambda result: "")
+    result = suite.general_suite("lstm,gru", hidden="64,1024")
+    assert {c.hidden for c in ran["cells"]} == {64, 1024}
+    assert {c.kind for c in ran["cells"]} == {"lstm", "gru"}
+    assert len(ran["cells"]) == 2 * 4 * 4 * 2 * 2 + 2 * 2 * 2 * 2 * 2
+    assert ran["memory"] is False and result["hidden"] == [64, 1024]
+    suite.general_suite("lstm", hidden="512")
+    assert ran["memory"] is True
