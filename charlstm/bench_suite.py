@@ -292,6 +292,24 @@ def run_suite(kinds=CELL_KINDS, device="cpu", budget_s=0.6, cells=None, memory=T
     return result
 
 
+def combine(results):
+    """Several runs' results (slices of a grid timed apart) as one: their rows, one summary.
+
+    Peaks, machine and settings are the first run's; each run's own peaks stay in `runs`."""
+    first = results[0]
+    combined = {k: v for k, v in first.items() if k not in ("rows", "summary", "memory", "seconds")}
+    combined["cells"] = sorted({k for r in results for k in r["cells"]})
+    combined["rows"] = [row for r in results for row in r["rows"]]
+    combined["summary"] = summarize(combined["rows"])
+    combined["runs"] = [{"hidden": r.get("hidden"), "cells": r["cells"], "peaks": r["peaks"],
+                         "seconds": r["seconds"]} for r in results]
+    combined["seconds"] = sum(r["seconds"] for r in results)
+    memory = [r["memory"] for r in results if "memory" in r]
+    if memory:
+        combined["memory"] = memory[0]
+    return combined
+
+
 def summarize(rows):
     """Per cell kind: how many cells ran, the smallest and median ratio, and the same for H <= 128."""
     out = {}

@@ -89,3 +89,22 @@ def test_hidden_slices_the_grid(monkeypatch):
     assert ran["memory"] is False and result["hidden"] == [64, 1024]
     suite.general_suite("lstm", hidden="512")
     assert ran["memory"] is True
+
+
+def test_combine_joins_slices_and_recomputes_the_summary():
+    def run(hidden, ratios, memory=False):
+        rows = [{"kind": "lstm", "batch": 1, "hidden": hidden, "steps": 10, "layers": 1, "input": "float",
+                 "ratio": r} for r in ratios]
+        r = {"suite": "general", "cells": ["lstm"], "peaks": {"torch_mm_gflops": 1.0}, "rows": rows,
+             "summary": suite.summarize(rows), "seconds": 2.0, "hidden": [hidden]}
+        if memory:
+            r["memory"] = {"torch_kib": 1, "charlstm_kib": 2}
+        return r
+
+    combined = suite.combine([run(64, [1.0, 2.0]), run(512, [0.5], memory=True)])
+    assert [r["hidden"] for r in combined["rows"]] == [64, 64, 512]
+    s = combined["summary"]["lstm"]
+    assert s["cells"] == 3 and s["min_ratio"] == 0.5 and s["median_ratio"] == 1.0 and s["below_1"] == 1
+    assert s["below_1_5_hidden_le_128"] == 1
+    assert combined["seconds"] == 4.0 and combined["memory"]["charlstm_kib"] == 2
+    assert [r["hidden"] for r in combined["runs"]] == [[64], [512]]
