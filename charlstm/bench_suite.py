@@ -347,17 +347,21 @@ def format_table(result):
     lines = [f"charlstm.nn vs torch.nn, one training step, ms (median); {result['device']}, {result['threads']} "
              f"threads, torch {result['torch']}; {result['machine']}",
              f"product floor: matrix-product FLOPs / peak; torch.mm {peaks['torch_mm_gflops']:.0f} GFLOP/s, "
-             f"oneDNN {onednn} GFLOP/s",
+             f"oneDNN {onednn} GFLOP/s; floor / torch and floor / charlstm: the share of each backend's step "
+             "that its products would take at the higher peak",
              "",
-             "| cell | input | B | H | T | L | torch ms | charlstm ms | torch / charlstm | floor ms (mm / oneDNN) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| cell | input | B | H | T | L | torch ms | charlstm ms | torch / charlstm | floor ms (mm / oneDNN) "
+             "| floor / torch | floor / charlstm |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["rows"]:
         floor = f"{r['floor_mm_ms']:.2f}" + (f" / {r['floor_onednn_ms']:.2f}" if r["floor_onednn_ms"] else "")
         head = f"| {r['kind']} | {r['input']} | {r['batch']} | {r['hidden']} | {r['steps']} | {r['layers']} |"
         if "skipped" in r:
-            lines.append(f"{head} skipped | | | {floor} |")
+            lines.append(f"{head} skipped | | | {floor} | | |")
         else:
-            lines.append(f"{head} {r['torch_ms']:.2f} | {r['charlstm_ms']:.2f} | {r['ratio']:.2f}x | {floor} |")
+            best = r["floor_onednn_ms"] or r["floor_mm_ms"]
+            lines.append(f"{head} {r['torch_ms']:.2f} | {r['charlstm_ms']:.2f} | {r['ratio']:.2f}x | {floor} | "
+                         f"{best / r['torch_ms']:.0%} | {best / r['charlstm_ms']:.0%} |")
     lines.append("")
     for kind, s in result["summary"].items():
         if not s["cells"]:
