@@ -366,9 +366,10 @@ def format_table(result):
     for kind, s in result["summary"].items():
         if not s["cells"]:
             continue
+        small = (f"; H <= 128: min {s['min_ratio_hidden_le_128']:.2f}x, {s['below_1_5_hidden_le_128']} below 1.5x"
+                 if s["min_ratio_hidden_le_128"] is not None else "")
         lines.append(f"{kind}: {s['cells']} cells ({s['skipped']} skipped), ratio min {s['min_ratio']:.2f}x, "
-                     f"median {s['median_ratio']:.2f}x, {s['below_1']} below 1.0x; H <= 128: min "
-                     f"{s['min_ratio_hidden_le_128']:.2f}x, {s['below_1_5_hidden_le_128']} below 1.5x")
+                     f"median {s['median_ratio']:.2f}x, {s['below_1']} below 1.0x{small}")
     if "memory" in result:
         m = result["memory"]
         lines.append(f"peak memory of a step at (B, H, T, L) = ({m['batch']}, {m['hidden']}, {m['steps']}, "

@@ -108,3 +108,14 @@ def test_combine_joins_slices_and_recomputes_the_summary():
     assert s["below_1_5_hidden_le_128"] == 1
     assert combined["seconds"] == 4.0 and combined["memory"]["charlstm_kib"] == 2
     assert [r["hidden"] for r in combined["runs"]] == [[64], [512]]
+
+
+def test_the_table_of_a_slice_without_small_cells_has_its_summary():
+    row = {"kind": "lstm", "batch": 1, "hidden": 256, "steps": 10, "layers": 1, "input": "ids",
+           "floor_mm_ms": 1.0, "floor_onednn_ms": None, "torch_ms": 2.0, "charlstm_ms": 1.0, "ratio": 2.0}
+    result = {"device": "cpu", "threads": 2, "torch": "x", "machine": "m", "seconds": 1.0,
+              "peaks": {"torch_mm_gflops": 100.0, "onednn_gflops": None}, "rows": [row],
+              "summary": suite.summarize([row])}
+    table = suite.format_table(result)
+    assert "| lstm | ids | 1 | 256 | 10 | 1 | 2.00 | 1.00 | 2.00x | 1.00 | 50% | 100% |" in table
+    assert "lstm: 1 cells (0 skipped), ratio min 2.00x, median 2.00x, 0 below 1.0x\n" in table
