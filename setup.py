@@ -7,6 +7,7 @@ against the torch that runs it.
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,9 @@ except ImportError:
              "`pip install --no-build-isolation -e .`")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The version is written once, in the package; reading it as text needs no built extension.
+with open(os.path.join(HERE, "charlstm", "__init__.py")) as init:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', init.read(), re.MULTILINE).group(1)
 
 
 def cuda_toolkit():
@@ -141,7 +145,7 @@ def extension():
 
 setup(
     name="charlstm",
-    version="0.1.0",
+    version=VERSION,
     description="Fused LSTM/GRU/RNN kernels and character-level language model studies",
     packages=find_packages(include=["charlstm", "charlstm.*"]) + ["charlstm_cli"],
     package_dir={"charlstm_cli": "cli"},

@@ -5,7 +5,8 @@ The prime is "\\nGood mo" (a paragraph that starts "Good mo"): 8 chars, so the w
 (charloop, rnn) can take it too. Runs go to --runs/MODEL, so an interrupted ladder resumes.
 Writes the table as markdown and the results as JSON into --runs.
 
-    python benchmarks/speech_ladder.py --corpus ../shared/data/obama
+    python benchmarks/speech_ladder.py --corpus cops:obama
+    python benchmarks/speech_ladder.py --corpus speeches/     # a folder of .txt files
 """
 
 import argparse
@@ -15,14 +16,16 @@ from pathlib import Path
 import torch
 
 from charlstm.checkpoint import atomic_write_bytes
-from charlstm.models import SPEECH_MODELS
+from charlstm.config import SPEECH_MODELS, SpeechConfig
 from charlstm.sample import sample
-from charlstm.speech import SpeechConfig, train_speech
+from charlstm.speech import train_speech
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", required=True)
+    parser.add_argument("--corpus", required=True,
+                        help="as charlstm speech --corpus: a folder of .txt files, a .zip of them, "
+                             "a text file or cops:PRESIDENT")
     parser.add_argument("--models", nargs="+", default=list(SPEECH_MODELS))
     parser.add_argument("--epochs", type=int, default=1, help="epochs per learning rate")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on batches per epoch")
@@ -38,8 +41,9 @@ def main():
     rows = []
     for name in args.models:
         config = SpeechConfig(corpus=args.corpus, model=name, backend=args.backend,
-                              epochs_per_lr=args.epochs, max_steps_per_epoch=args.max_steps)
-        result = train_speech(config, out=Path(args.runs) / name, progress=False,
+                              epochs_per_lr=args.epochs, max_steps_per_epoch=args.max_steps,
+                              out=str(Path(args.runs) / name))
+        result = train_speech(config, progress=False,
                               log=lambda line, name=name: print(f"{name}: {line}", flush=True))
         text = sample(args.prime, args.length, seed=0, checkpoint=result["checkpoint"])["text"]
         rows.append({**result, "prime": args.prime, "sample": text})

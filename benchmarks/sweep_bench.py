@@ -4,8 +4,8 @@ Runs the whole grid with the fused backend and `--workers` processes, then a sub
 with the fused and the torch backends (same workers, same data) and prints their ratio. Writes
 JSON to benchmarks/results/sweep_bench.json. Run it on an otherwise idle machine:
 
-    python benchmarks/sweep_bench.py --data ../shared/data/obama --workers 2
-    python benchmarks/sweep_bench.py --data ... --scale 0.1   # 300 steps per run, a quick look
+    python benchmarks/sweep_bench.py --data speeches/ --workers 2   # a folder of .txt files
+    python benchmarks/sweep_bench.py --data cops:obama --scale 0.1  # 300 steps per run
 """
 
 import argparse
@@ -38,7 +38,9 @@ def timed(params: dict, workers: int, out: Path) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="corpus for charlstm train --data")
+    parser.add_argument("--data", required=True,
+                        help="corpus for charlstm train --data: a folder of .txt files, a .zip, "
+                             "a text file or cops:PRESIDENT")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the 3001 steps")
     parser.add_argument("--skip-full", action="store_true", help="only the backend subset")

@@ -1,9 +1,14 @@
-"""charlstm: fused LSTM / GRU / RNN ops and character-level language model studies."""
+"""charlstm: fused LSTM / GRU / RNN ops and character-level language model studies.
 
-# torch must be imported before the extension: it loads libc10 and libtorch, which _C links to.
-import torch  # noqa: F401
+Importing the package imports nothing heavy: `charlstm.config` and the command line's help work
+without torch, which the modules that compute (ops, nn, models, the trainers) import themselves.
+"""
 
-from charlstm.build import build_info
+__version__ = "0.2.0"
+__all__ = ["build_info", "__version__"]
 
-__all__ = ["build_info"]
-__version__ = "0.1.0"
+
+def build_info() -> dict:
+    """Torch version, whether CUDA kernels were compiled, OpenMP and SIMD, threads, devices."""
+    from charlstm.build import build_info as info
+    return info()

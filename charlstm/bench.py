@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from charlstm import loop
 from charlstm import nn as cnn
 from charlstm import ops
 
@@ -99,6 +100,10 @@ def bench_training_step(shapes=DEFAULT_SHAPES, backends=BACKENDS, rounds=15, ste
     "fused_vs_torch": torch/fused, "fused_vs_reference": reference/fused, and the same for
     fused_step}], ...}.
     """
+    if rounds < 1 or steps_per_round < 1:
+        raise ValueError(f"--rounds and --steps-per-round must be at least 1, got {rounds} and "
+                         f"{steps_per_round}")
+    device = loop.device(device)
     timings, ratios = [], []
     for batch, hidden, unrollings in shapes:
         steps = {b: _Step(b, batch, hidden, unrollings, device, seed) for b in backends}
@@ -134,3 +139,56 @@ def bench_training_step(shapes=DEFAULT_SHAPES, backends=BACKENDS, rounds=15, ste
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+def parse_shapes(spec: str) -> list[tuple[int, int, int]]:
+    """"64x64x10,64x256x10" -> [(64, 64, 10), (64, 256, 10)]: batch, hidden, unrollings."""
+    shapes = []
+    for part in spec.split(","):
+        try:
+            b, h, t = (int(v) for v in part.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--shapes: {part!r} is not BATCHxHIDDENxUNROLLINGS; write shapes "
+                             "like 64x64x10") from None
+        if min(b, h, t) < 1:
+            raise ValueError(f"--shapes: {part!r}: batch, hidden and unrollings must be at "
+                             "least 1")
+        shapes.append((b, h, t))
+    return shapes
+
+
+def parse_backends(spec: str) -> list[str]:
+    """"fused,torch" -> ["fused", "torch"], each one of BACKENDS."""
+    chosen = [b.strip() for b in spec.split(",") if b.strip()]
+    unknown = [b for b in chosen if b not in BACKENDS]
+    if unknown or not chosen:
+        raise ValueError(f"--backends: unknown backend(s) {unknown}; choose from "
+                         f"{', '.join(BACKENDS)}")
+    return chosen
+
+
+RATIO_NAMES = {"fused_vs_torch": "torch / fused", "fused_step_vs_torch": "torch / fused_step",
+               "fused_vs_reference": "reference / fused"}
+
+
+def table(result: dict):
+    """The result as a rich Table: ms per step for each backend and shape, and the ratios."""
+    from rich.table import Table
+
+    backends = list(dict.fromkeys(t["backend"] for t in result["timings"]))
+    rounds = result["timings"][0]["rounds"] if result["timings"] else 0
+    title = (f"ms per training step (median of {rounds} rounds), {result['threads']} threads, "
+             f"{result['device']}")
+    rendered = Table(title=title)
+    ratio_keys = [k for k in RATIO_NAMES if any(k in r for r in result["ratios"])]
+    for column in ["batch", "hidden", "unrollings", *backends,
+                   *(RATIO_NAMES[k] for k in ratio_keys)]:
+        rendered.add_column(column, justify="right")
+    medians = {(t["batch"], t["hidden"], t["unrollings"], t["backend"]): t["median_ms"]
+               for t in result["timings"]}
+    for r in result["ratios"]:
+        key = (r["batch"], r["hidden"], r["unrollings"])
+        cells = [f"{medians[key + (b,)]:.2f}" for b in backends]
+        ratios = [f"{r[k]:.2f}x" if k in r else "-" for k in ratio_keys]
+        rendered.add_row(*map(str, key), *cells, *ratios)
+    return rendered

@@ -4,6 +4,8 @@ import json
 
 import torch
 
+from charlstm import __version__
+
 
 def build_info() -> dict:
     """Torch version, whether CUDA kernels were compiled and for which GPUs, OpenMP and SIMD,
@@ -24,7 +26,7 @@ def build_info() -> dict:
             "kernels": kernel_image(capability, machine_code, ptx) if compiled["cuda"] else "not built",
         })
     return {
-        "charlstm": _version(),
+        "charlstm": __version__,
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "cuda_kernels": compiled["cuda"],
@@ -72,8 +74,3 @@ def kernel_image(capability: tuple[int, int], machine_code: list[str], ptx: list
         return f"JIT from {best} PTX (the driver compiles it at the first launch and caches it)"
     return (f"no kernel image for sm_{major}{minor}: reinstall charlstm with "
             f"TORCH_CUDA_ARCH_LIST={major}.{minor} (see docs/cuda.md)")
-
-
-def _version() -> str:
-    from charlstm import __version__
-    return __version__

@@ -17,14 +17,16 @@ import math
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
 
+from charlstm import checkpoint, loop
 from charlstm.checkpoint import atomic_write_bytes
-from charlstm.data.arith import DIGITS, ArithData, check_task, make_dataset
-from charlstm.models import CALCULATOR_BACKENDS, CALCULATORS, make_calculator
+from charlstm.config import CALCULATORS, CalcConfig
+from charlstm.data.arith import DIGITS, ArithData, make_dataset
+from charlstm.models import make_calculator
 
 SUCCESS = "validation exact-match accuracy 1.0 (every validation prediction rounds to its target)"
 # A restart stops early once every training prediction is this close to its target: rounding is
@@ -32,42 +34,6 @@ SUCCESS = "validation exact-match accuracy 1.0 (every validation prediction roun
 CONVERGED_ERROR = 0.1
 # Weights with at most this many numbers are printed after training: small enough to read.
 READABLE_WEIGHTS = 64
-
-
-@dataclass
-class CalcConfig:
-    """Everything one calculator run depends on; the defaults are the CLI's."""
-
-    task: str = "add"
-    model: str = "linear"
-    digits: int = 1
-    length: int = 8
-    samples: int = 1000
-    valid_fraction: float = 0.2
-    n_fac: int = 1
-    hidden: int = 4
-    epochs: int = 300
-    lr: float = 0.01
-    batch_size: int = 16
-    restarts: int = 5
-    seed: int = 0
-    backend: str = "fused"
-
-    def check(self) -> None:
-        """Raise ValueError naming the first bad option and the fix."""
-        check_task(self.task)
-        if self.model not in CALCULATORS:
-            raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(CALCULATORS)}")
-        if self.backend not in CALCULATOR_BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}: choose one of "
-                             f"{', '.join(CALCULATOR_BACKENDS)}")
-        for name in ("n_fac", "hidden", "epochs", "batch_size", "restarts", "length", "digits"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.task == "count-ones" and self.digits != 1:
-            raise ValueError("--digits applies to add/sub/mul only; count-ones strings are --length bits long")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"--lr must be a positive number, got {self.lr}")
 
 
 def evaluate(model, ids: torch.Tensor, targets: torch.Tensor, mean: float, std: float) -> dict:
@@ -97,14 +63,16 @@ def train_restart(data: ArithData, config: CalcConfig, seed: int):
     epochs_run, diverged = 0, False
     for epoch in range(config.epochs):
         model.train()
-        for batch in torch.randperm(len(train_ids), generator=order).split(config.batch_size):
-            loss = torch.nn.functional.mse_loss(model(train_ids[batch]), train_z[batch])
-            if not torch.isfinite(loss):
-                diverged = True
-                break
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        try:
+            for batch in torch.randperm(len(train_ids), generator=order).split(config.batch_size):
+                loss = torch.nn.functional.mse_loss(model(train_ids[batch]), train_z[batch])
+                # A diverging restart is a failed restart: the others go on.
+                loop.check_finite(f"epoch {epoch + 1}", "lower --lr", loss=loss.item())
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        except loop.Diverged:
+            diverged = True
         epochs_run = epoch + 1
         model.eval()
         if diverged or evaluate(model, train_ids, train_y, mean, std)["max_error"] < CONVERGED_ERROR:
@@ -138,8 +106,21 @@ def train(config: CalcConfig, log=None):
     `log`, if given, is called with one line per restart (the CLI sends them to stderr).
     """
     config.check()
+    run = loop.RunFolder(config.out)
+    if run.checkpoint is not None:
+        raise ValueError(f"{config.out} already holds a run ({run.checkpoint.name}); pass "
+                         "another --out")
     with single_thread():
-        return _train(config, log)
+        model, summary = _train(config, log)
+    if run.path is not None:
+        run.start()
+        model_config = {"kind": config.model, "n_fac": config.n_fac, "hidden": config.hidden,
+                        "backend": config.backend}
+        run.save(checkpoint.describe("calc", "calculator", model_config,
+                                     "".join(summary["embedding"]), asdict(config)),
+                 model.state_dict(), {})
+        run.finish(json.loads(summary_json(summary)))
+    return model, summary
 
 
 def _train(config: CalcConfig, log):
@@ -289,13 +270,15 @@ def parse_models(text: str) -> list:
 
 RESULT_TYPES = {"successes": int, "success_rate": float, "valid_mse": float, "valid_accuracy": float,
                 "best_seed": int, "train_seconds": float}
-STUDY_FIELDS = [f.name for f in fields(CalcConfig)] + list(RESULT_TYPES)
+# A study's rows are keyed by every setting of a run; where a run would be saved is not one.
+SETTINGS = [f.name for f in fields(CalcConfig) if f.name != "out"]
+STUDY_FIELDS = SETTINGS + list(RESULT_TYPES)
 STUDY_DEFAULT_HIDDEN = {"count-ones": [5]}
 STUDY_DEFAULT_LENGTHS = [8, 16, 32, 64, 128]
 
 
 def _row_key(row: dict) -> tuple:
-    return tuple(str(row[f.name]) for f in fields(CalcConfig))
+    return tuple(str(row[name]) for name in SETTINGS)
 
 
 def study(base: CalcConfig, models, hidden_sizes=None, lengths=None, out="calc-study", log=None) -> dict:
@@ -306,7 +289,7 @@ def study(base: CalcConfig, models, hidden_sizes=None, lengths=None, out="calc-s
     count-ones. The CSV is rewritten after every cell, and a rerun with the same settings skips
     the cells it already holds, so an interrupted study resumes.
     """
-    check_task(base.task)
+    base = replace(base, out=None)
     base.check()
     if not models:
         raise ValueError(f"--models needs at least one of {','.join(CALCULATORS)}")
@@ -317,9 +300,10 @@ def study(base: CalcConfig, models, hidden_sizes=None, lengths=None, out="calc-s
         raise ValueError("--length applies to count-ones only; drop it or use --task count-ones")
     else:
         lengths = [base.length]
-    for value in hidden_sizes + lengths:
-        if value < 1:
-            raise ValueError(f"hidden sizes and lengths must be at least 1, got {value}")
+    configs = [replace(base, model=model, hidden=hidden, length=length)
+               for model in models for hidden in hidden_sizes for length in lengths]
+    for config in configs:  # every cell is checked before the first one trains
+        config.check()
     out = Path(out)
     csv_path = out / "study.csv"
     done = {}
@@ -327,25 +311,22 @@ def study(base: CalcConfig, models, hidden_sizes=None, lengths=None, out="calc-s
         with open(csv_path, newline="") as f:
             done = {_row_key(r): r for r in csv.DictReader(f) if set(STUDY_FIELDS) <= set(r)}
     rows = []
-    for model in models:
-        for hidden in hidden_sizes:
-            for length in lengths:
-                config = replace(base, model=model, hidden=hidden, length=length)
-                config.check()
-                key = _row_key(asdict(config))
-                cell = f"{model} hidden {hidden}" + (f" length {length}" if base.task == "count-ones" else "")
-                if key in done:
-                    rows.append(_typed_row(done[key]))
-                    if log:
-                        log(f"{cell}: already in {csv_path}")
-                    continue
-                _, summary = train(config)
-                row = {**asdict(config), **{k: summary[k] for k in STUDY_FIELDS if k in summary}}
-                rows.append(row)
-                if log:
-                    log(f"{cell}: {summary['successes']}/{config.restarts} "
-                        f"succeeded, best valid accuracy {summary['valid_accuracy']:.3f}")
-                _write_csv(csv_path, rows, list(done.values()))
+    for config in configs:
+        key = _row_key(asdict(config))
+        cell = f"{config.model} hidden {config.hidden}" + (
+            f" length {config.length}" if base.task == "count-ones" else "")
+        if key in done:
+            rows.append(_typed_row(done[key]))
+            if log:
+                log(f"{cell}: already in {csv_path}")
+            continue
+        _, summary = train(config)
+        rows.append({**{k: getattr(config, k) for k in SETTINGS},
+                     **{k: summary[k] for k in STUDY_FIELDS if k in summary}})
+        if log:
+            log(f"{cell}: {summary['successes']}/{config.restarts} succeeded, best valid accuracy "
+                f"{summary['valid_accuracy']:.3f}")
+        _write_csv(csv_path, rows, list(done.values()))
     _write_csv(csv_path, rows, list(done.values()))
     sweep = "length" if base.task == "count-ones" and len(lengths) > 1 else "hidden"
     table = study_table(rows, sweep)
@@ -380,7 +361,7 @@ def describe_study(result: dict) -> str:
 
 def _typed_row(row: dict) -> dict:
     """A CSV row (all strings) back in the types train() gives."""
-    types = {f.name: f.type for f in fields(CalcConfig)} | RESULT_TYPES
+    types = {f.name: f.type for f in fields(CalcConfig) if f.name in SETTINGS} | RESULT_TYPES
     return {k: types[k](row[k]) for k in STUDY_FIELDS}
 
 

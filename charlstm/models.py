@@ -15,39 +15,24 @@ two kinds, told apart by `context`: window models (`context` an int) map a [B, c
 char ids to next-char logits [B, V]; sequence models (`context` None) map [T, B] char ids and a
 carried state to logits [T, B, V] for every next char and the new state,
 `forward(x, state=None) -> (logits, state)`. `build_model(name, vocab_size, **config)` rebuilds
-any model of MODELS from a checkpoint's name and config.
+any model of charlstm.config.MODELS from a checkpoint's name and config.
 """
 
-import math
+import threading
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from charlstm import nn as recurrent
+from charlstm.config import (CALCULATORS, CELLS, DEFAULT_INIT, MODELS, SEQUENCE_MODELS,
+                             WINDOW_MODELS, check_backend, check_choice, parse_init)
 from charlstm.data.batches import VOCAB_SIZE
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-BACKENDS = ("fused", "reference", "torch")
-DEFAULT_INIT = "truncated_normal:-0.1,0.1"
-
-
-def parse_init(spec: str) -> tuple[str, float, float]:
-    """Parse an init spec: truncated_normal:MEAN,STD (cut at two std), normal:MEAN,STD or uniform:LOW,HIGH."""
-    defaults = {"truncated_normal": (-0.1, 0.1), "normal": (-0.1, 0.1), "uniform": (-0.1, 0.1)}
-    name, _, params = spec.partition(":")
-    if name not in defaults:
-        raise ValueError(f"unknown init {spec!r}: use truncated_normal:MEAN,STD, normal:MEAN,STD or "
-                         f"uniform:LOW,HIGH (the assignment's is {DEFAULT_INIT})")
-    if not params:
-        return (name, *defaults[name])
-    try:
-        a, b = (float(x) for x in params.split(","))
-    except ValueError:
-        raise ValueError(f"init {spec!r} needs two numbers after the colon, as in {name}:-0.1,0.1") from None
-    if (name != "uniform" and b <= 0) or (name == "uniform" and b <= a) or not (math.isfinite(a) and math.isfinite(b)):
-        raise ValueError(f"init {spec!r} is empty: the std must be > 0, and for uniform LOW < HIGH")
-    return name, a, b
+RECURRENT = {"rnn": recurrent.RNN, "gru": recurrent.GRU, "lstm": recurrent.LSTM}
+TORCH_RECURRENT = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 
 def init_weight_(weight: torch.Tensor, spec: str) -> torch.Tensor:
@@ -67,12 +52,8 @@ class UdacityLM(nn.Module):
     def __init__(self, nodes: int = 64, cell: str = "lstm", backend: str = "fused",
                  init: str = DEFAULT_INIT, vocab_size: int = VOCAB_SIZE):
         super().__init__()
-        if cell not in GATES:
-            raise ValueError(f"unknown cell {cell!r}: use one of {', '.join(GATES)}")
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
-        if nodes < 1:
-            raise ValueError(f"nodes must be at least 1, got {nodes}")
+        check_choice("cell", cell, CELLS)
+        check_backend(backend, "backend")
         self.cell, self.backend, self.nodes, self.vocab_size = cell, backend, nodes, vocab_size
         gates = GATES[cell] * nodes
         self.weight_ih = nn.Parameter(torch.empty(gates, vocab_size))
@@ -98,7 +79,7 @@ class UdacityLM(nn.Module):
         weights = (self.weight_ih, self.weight_hh, self.bias_ih)
         if self.backend == "torch":
             return _torch_recurrence(self.cell, F.one_hot(ids, self.vocab_size).to(self.w.dtype),
-                                     state, weights, self.training)
+                                     state, weights)
         if self.backend == "fused":
             from charlstm import ops as impl
         else:
@@ -113,20 +94,29 @@ class UdacityLM(nn.Module):
         return outputs, (h,)
 
 
-def _torch_recurrence(cell, x, state, weights, training):
-    """torch's own kernels (what nn.LSTM/GRU/RNN run), with a zero b_hh so there is one bias."""
-    flat = [*weights, torch.zeros_like(weights[2])]
-    hx = [s.unsqueeze(0) for s in state]
-    if cell == "lstm":
-        outputs, h, c = torch.lstm(x, hx, flat, True, 1, 0.0, training, False, False)
-        return outputs, (h[0], c[0])
-    run = torch.gru if cell == "gru" else torch.rnn_tanh
-    outputs, h = run(x, hx[0], flat, True, 1, 0.0, training, False, False)
-    return outputs, (h[0],)
+def _torch_recurrence(cell, x, state, weights):
+    """torch.nn's own LSTM / GRU / RNN run with these weights and a zero b_hh, so there is one
+    bias. The template module lives on the meta device: it holds no data and draws no random
+    numbers, and functional_call lends it the weights for the one call."""
+    w_ih, w_hh, b_ih = weights
+    template = _template(cell, w_ih.shape[1], w_hh.shape[1])
+    borrowed = {"weight_ih_l0": w_ih, "weight_hh_l0": w_hh, "bias_ih_l0": b_ih,
+                "bias_hh_l0": torch.zeros_like(b_ih)}
+    hx = tuple(s.unsqueeze(0) for s in state)
+    outputs, final = functional_call(template, borrowed, (x, hx if cell == "lstm" else hx[0]))
+    final = final if cell == "lstm" else (final,)
+    return outputs, tuple(f[0] for f in final)
 
 
-CALCULATORS = ("linear", "tanh", "rnn", "gru", "lstm")
-CALCULATOR_BACKENDS = recurrent.BACKENDS
+_templates = threading.local()  # functional_call swaps a module's weights: one per thread
+
+
+def _template(cell, input_size, hidden_size):
+    cache = _templates.__dict__.setdefault("modules", {})
+    key = (cell, input_size, hidden_size)
+    if key not in cache:
+        cache[key] = TORCH_RECURRENT[cell](input_size, hidden_size, device="meta")
+    return cache[key]
 
 
 class LinearCalculator(nn.Module):
@@ -174,10 +164,9 @@ class RecurrentCalculator(nn.Module):
 
     def __init__(self, kind: str, vocab_size: int, n_fac: int, hidden: int, backend: str = "fused"):
         super().__init__()
-        layers = {"rnn": recurrent.RNN, "gru": recurrent.GRU, "lstm": recurrent.LSTM}
         self.kind = kind
         self.embedding = nn.Embedding(vocab_size, n_fac)
-        self.rnn = layers[kind](n_fac, hidden, batch_first=True, backend=backend)
+        self.rnn = RECURRENT[kind](n_fac, hidden, batch_first=True, backend=backend)
         self.output = nn.Linear(hidden, 1)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -192,12 +181,7 @@ class RecurrentCalculator(nn.Module):
 def make_calculator(model: str, vocab_size: int, n_fac: int, hidden: int,
                     backend: str = "fused") -> nn.Module:
     """A calculator by name: one of CALCULATORS. `backend` applies to rnn / gru / lstm."""
-    if model not in CALCULATORS:
-        raise ValueError(f"unknown model {model!r}: choose one of {', '.join(CALCULATORS)}")
-    if backend not in CALCULATOR_BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(CALCULATOR_BACKENDS)}")
-    if n_fac < 1 or hidden < 1:
-        raise ValueError(f"--n-fac and --hidden must be at least 1, got --n-fac {n_fac} --hidden {hidden}")
+    check_choice("model", model, CALCULATORS)
     if model == "linear":
         return LinearCalculator(vocab_size, n_fac, hidden)
     if model == "tanh":
@@ -209,10 +193,8 @@ DEFAULT_BACKEND = "fused"
 
 
 def _recurrent(cell, input_size, hidden_size, num_layers=1, dropout=0.0, backend=DEFAULT_BACKEND):
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    module = {"rnn": recurrent.RNN, "gru": recurrent.GRU, "lstm": recurrent.LSTM}[cell]
-    return module(input_size, hidden_size, num_layers=num_layers, dropout=dropout, backend=backend)
+    return RECURRENT[cell](input_size, hidden_size, num_layers=num_layers, dropout=dropout,
+                           backend=backend)
 
 
 class FC3(nn.Module):
@@ -296,39 +278,39 @@ def _sequence(cell):
     return build
 
 
-# name -> (builder, config keys it takes). The window models use the notebook's window lengths.
-SPEECH_MODELS = {
-    "fc3": (_window(FC3, 3), ("embedding", "hidden", "context")),
-    "char3": (_window(CharLoop, 3), ("embedding", "hidden", "context")),
-    "charloop": (_window(CharLoop, 8), ("embedding", "hidden", "context")),
-    "rnn": (_window(WindowRNN, 8), ("embedding", "hidden", "context", "backend")),
-    "rnn-seq": (_sequence("rnn"), ("embedding", "hidden", "layers", "dropout", "backend")),
-    "gru-seq": (_sequence("gru"), ("embedding", "hidden", "layers", "dropout", "backend")),
-    "lstm-seq": (_sequence("lstm"), ("embedding", "hidden", "layers", "dropout", "backend")),
-}
-
 def _udacity(vocab_size, nodes=64, cell="lstm", backend="fused", init=DEFAULT_INIT):
     return UdacityLM(nodes, cell, backend, init, vocab_size)
 
 
-MODELS = {**SPEECH_MODELS, "udacity": (_udacity, ("nodes", "cell", "backend", "init"))}
+def _calculator(vocab_size, kind="linear", n_fac=1, hidden=4, backend="fused"):
+    return make_calculator(kind, vocab_size, n_fac, hidden, backend)
+
+
+_WINDOW_CLASSES = {"fc3": FC3, "char3": CharLoop, "charloop": CharLoop, "rnn": WindowRNN}
+_WINDOW_KEYS = {"rnn": ("embedding", "hidden", "context", "backend")}
+# name -> (builder, the config keys it takes), for every name of charlstm.config.MODELS. The
+# window models read the notebook's window lengths.
+_BUILDERS = {
+    "udacity": (_udacity, ("nodes", "cell", "backend", "init")),
+    **{name: (_window(_WINDOW_CLASSES[name], context),
+              _WINDOW_KEYS.get(name, ("embedding", "hidden", "context")))
+       for name, context in WINDOW_MODELS.items()},
+    **{name: (_sequence(cell), ("embedding", "hidden", "layers", "dropout", "backend"))
+       for name, cell in SEQUENCE_MODELS.items()},
+    "calculator": (_calculator, ("kind", "n_fac", "hidden", "backend")),
+}
 
 
 def model_config_keys(name: str) -> tuple[str, ...]:
-    _known(name)
-    return MODELS[name][1]
-
-
-def _known(name):
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
+    check_choice("model", name, MODELS)
+    return _BUILDERS[name][1]
 
 
 def build_model(name: str, vocab_size: int, **config) -> nn.Module:
     """The model `name` for a vocabulary of `vocab_size` chars; config keys a model does not take
     are ignored so one config dict can describe a whole ladder."""
-    _known(name)
-    builder, keys = MODELS[name]
+    check_choice("model", name, MODELS)
+    builder, keys = _BUILDERS[name]
     return builder(vocab_size, **{k: v for k, v in config.items() if k in keys and v is not None})
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BACKENDS = ("fused", "reference", "torch")
+from charlstm.config import check_backend
 
 
 def _functions(backend):
@@ -26,12 +26,6 @@ def _functions(backend):
         from charlstm import reference
         return reference
     raise AssertionError(backend)
-
-
-def _check_backend(backend):
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    return backend
 
 
 def _check_input(module, input):
@@ -56,7 +50,7 @@ class _Recurrent:
                  backend="fused", device=None, dtype=None):
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, device=device, dtype=dtype)
-        self.backend = _check_backend(backend)
+        self.backend = check_backend(backend, "backend")
 
     def forward(self, input, hx=None):
         return self._forward_layers(input, hx)
@@ -128,7 +122,7 @@ class RNN(_Recurrent, nn.RNN):
                  batch_first=False, dropout=0.0, backend="fused", device=None, dtype=None):
         nn.RNN.__init__(self, input_size, hidden_size, num_layers, nonlinearity=nonlinearity, bias=bias,
                         batch_first=batch_first, dropout=dropout, device=device, dtype=dtype)
-        self.backend = _check_backend(backend)
+        self.backend = check_backend(backend, "backend")
 
     def _cell_name(self):
         return f"rnn_{self.nonlinearity}"
@@ -167,7 +161,7 @@ class _Cell:
 class LSTMCell(_Cell, nn.LSTMCell):
     def __init__(self, input_size, hidden_size, bias=True, backend="fused", device=None, dtype=None):
         super().__init__(input_size, hidden_size, bias=bias, device=device, dtype=dtype)
-        self.backend = _check_backend(backend)
+        self.backend = check_backend(backend, "backend")
 
     def forward(self, input, hx=None):
         return self._run("lstm_cell", input, None if hx is None else tuple(hx), 2)
@@ -176,7 +170,7 @@ class LSTMCell(_Cell, nn.LSTMCell):
 class GRUCell(_Cell, nn.GRUCell):
     def __init__(self, input_size, hidden_size, bias=True, backend="fused", device=None, dtype=None):
         super().__init__(input_size, hidden_size, bias=bias, device=device, dtype=dtype)
-        self.backend = _check_backend(backend)
+        self.backend = check_backend(backend, "backend")
 
     def forward(self, input, hx=None):
         return self._run("gru_cell", input, None if hx is None else (hx,), 1)
@@ -187,7 +181,7 @@ class RNNCell(_Cell, nn.RNNCell):
                  dtype=None):
         super().__init__(input_size, hidden_size, bias=bias, nonlinearity=nonlinearity, device=device,
                          dtype=dtype)
-        self.backend = _check_backend(backend)
+        self.backend = check_backend(backend, "backend")
 
     def forward(self, input, hx=None):
         return self._run("rnn_cell", input, None if hx is None else (hx,), 1, nonlinearity=self.nonlinearity)

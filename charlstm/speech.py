@@ -1,76 +1,25 @@
 """Train the fast.ai lesson 6 ladder of char models on a speech corpus.
 
 The defaults are the notebook's: embedding 42, hidden 256, Adam for one epoch at 1e-2 and one at
-1e-3, batch 512 for the window models and 64 streams of bptt 8 for the sequence models.
+1e-3, batch 512 for the window models and 64 streams of bptt 8 for the sequence models. One loop
+over epochs and batches; a checkpoint after every epoch, from which a rerun with the same run
+folder resumes.
 """
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from pathlib import Path
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
 
-from charlstm.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from charlstm.data.speeches import load_corpus
-from charlstm.models import BACKENDS, DEFAULT_BACKEND, MODELS, build_model, count_parameters, \
-    model_config_keys
+from charlstm import checkpoint, loop
+from charlstm.config import SpeechConfig, run_folder
+from charlstm.data.corpus import read_corpus
+from charlstm.data.vocab import Vocab
+from charlstm.models import build_model, count_parameters, model_config_keys
 
-RUNS_DIR = Path("runs")
-CHECKPOINT_FILE = "checkpoint.pt"
-CHECKPOINT_FORMAT = "charlstm.model/1"
-WINDOW_BATCH, SEQUENCE_BATCH = 512, 64
 EVAL_BATCH, EVAL_CHUNK = 4096, 256
-
-
-@dataclass
-class SpeechConfig:
-    corpus: str
-    model: str = "lstm-seq"
-    embedding: int = 42
-    hidden: int = 256
-    layers: int = 1
-    dropout: float = 0.0
-    backend: str = DEFAULT_BACKEND
-    bptt: int = 8
-    batch_size: int | None = None
-    lrs: list[float] = field(default_factory=lambda: [1e-2, 1e-3])
-    epochs_per_lr: int = 1
-    max_steps_per_epoch: int | None = None
-    valid_fraction: float = 0.1
-    seed: int = 0
-    cops_url: str | None = None
-
-    def batch(self, sequence: bool) -> int:
-        if self.batch_size is not None:
-            return self.batch_size
-        return SEQUENCE_BATCH if sequence else WINDOW_BATCH
-
-    def check(self):
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
-        for name in ("embedding", "hidden", "layers", "bptt", "epochs_per_lr"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
-            raise ValueError(f"max_steps_per_epoch must be at least 1, got {self.max_steps_per_epoch}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not self.lrs or any(not lr > 0 for lr in self.lrs):
-            raise ValueError(f"learning rates must be positive and at least one given, got {self.lrs}")
-
-    def run_key(self) -> dict:
-        """What makes two runs the same run: everything but where the corpus was downloaded from."""
-        key = asdict(self)
-        key.pop("cops_url")
-        return key
 
 
 def bits(nats: float) -> float:
@@ -163,121 +112,116 @@ def model_config(config: SpeechConfig, model) -> dict:
     return {k: values[k] for k in model_config_keys(config.model)}
 
 
-def default_out(model: str) -> Path:
-    return RUNS_DIR / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def _resume(path: Path, config: SpeechConfig):
-    if not path.is_file():
+def _resume(run: loop.RunFolder, config: SpeechConfig):
+    """The checkpoint in the run folder, if any, when it is this run's; else a ValueError."""
+    if run.checkpoint is None:
         return None
-    saved = load_checkpoint(path)
-    run = saved.get("run") if isinstance(saved, dict) else None
-    if not run or run.get("key") != config.run_key():
-        raise ValueError(f"{path.parent} holds a different run; pass another --out or remove it")
+    saved = checkpoint.read(run.path)
+    mine = {k: v for k, v in asdict(config).items() if k not in config.WHERE}
+    theirs = {k: v for k, v in saved.config.items() if k not in config.WHERE}
+    if saved.workload != "speech" or mine != theirs:
+        raise ValueError(f"{run.path} holds a different run; pass another --out or remove it")
     return saved
 
 
-def _epoch_progress(progress):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    return Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), "{task.fields[loss]}", console=Console(stderr=True),
-                    disable=not progress, transient=True)
-
-
-def train_speech(config: SpeechConfig, out=None, progress: bool = True, log=print) -> dict:
-    """Train `config.model` on `config.corpus`; write config, metrics and a checkpoint to `out`
-    after every epoch (a rerun with the same `out` resumes after the last finished epoch), and
-    return the final train and validation loss in nats and bits per char."""
+def train_speech(config: SpeechConfig, progress: bool = True, log=print) -> dict:
+    """Train `config.model` on `config.corpus`; write the checkpoint and metrics to `config.out`
+    (default runs/MODEL-TIMESTAMP) after every epoch (a rerun with the same `out` resumes after
+    the last finished epoch), and return the final train and validation loss in nats and bits
+    per char."""
     config.check()
-    corpus = load_corpus(config.corpus, config.cops_url, progress)
+    corpus = read_corpus(config.corpus, cops_url=config.cops_url, progress=progress)
+    vocab = Vocab.from_text(corpus.text)
     train_text, valid_text = corpus.split(config.valid_fraction)
-    train_ids = torch.tensor(corpus.vocab.encode(train_text), dtype=torch.long)
-    valid_ids = torch.tensor(corpus.vocab.encode(valid_text), dtype=torch.long)
+    train_ids = torch.tensor(vocab.encode(train_text), dtype=torch.long)
+    valid_ids = torch.tensor(vocab.encode(valid_text), dtype=torch.long)
 
     torch.manual_seed(config.seed)
-    model = build_model(config.model, len(corpus.vocab), embedding=config.embedding,
+    model = build_model(config.model, len(vocab), embedding=config.embedding,
                         hidden=config.hidden, layers=config.layers, dropout=config.dropout,
                         backend=config.backend)
     _check_sizes(config, model, len(train_ids), len(valid_ids))
     sequence = model.context is None
     batch = config.batch(sequence)
+    steps = steps_per_epoch(config, model, len(train_ids))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lrs[0])
     total_epochs = len(config.lrs) * config.epochs_per_lr
 
-    out = Path(out) if out is not None else default_out(config.model)
-    ckpt_path = out / CHECKPOINT_FILE
-    metrics, train_seconds, start_epoch = [], 0.0, 0
-    saved = _resume(ckpt_path, config)
+    run = loop.RunFolder(config.out if config.out is not None else run_folder(config.model))
+    saved = _resume(run, config)
+    start_epoch, records = 0, []
     if saved is not None:
-        model.load_state_dict(saved["state_dict"])
-        optimizer.load_state_dict(saved["optimizer"])
-        metrics = list(saved["run"]["metrics"])
-        start_epoch = saved["run"]["epochs_done"]
-        train_seconds = metrics[-1]["train_seconds"] if metrics else 0.0
-        log(f"{out} is already trained ({total_epochs} epochs)" if start_epoch == total_epochs
-            else f"resuming {out} after epoch {start_epoch} of {total_epochs}")
-    info = {"model": config.model, "parameters": count_parameters(model),
-            "model_config": model_config(config, model), "corpus": corpus.source,
-            "documents": corpus.documents, "train_chars": len(train_ids),
-            "valid_chars": len(valid_ids), "vocab_size": len(corpus.vocab),
-            "batch_size": batch, "steps_per_epoch": steps_per_epoch(config, model, len(train_ids))}
-    atomic_write_bytes(out / "config.json", json.dumps(
-        {"config": asdict(config), **info}, indent=2).encode())
+        model.load_state_dict(saved.state_dict)
+        optimizer.load_state_dict(saved.training["optimizer"])
+        start_epoch, records = saved.training["epochs_done"], saved.training["metrics"]
+        log(f"{run.path} is already trained ({total_epochs} epochs)" if start_epoch == total_epochs
+            else f"resuming {run.path} after epoch {start_epoch} of {total_epochs}")
+    run.start(records)
+    train_seconds = records[-1]["train_seconds"] if records else 0.0
+    description = checkpoint.describe("speech", config.model, model_config(config, model),
+                                      vocab, asdict(config))
 
-    for epoch in range(start_epoch, total_epochs):
-        lr = config.lrs[epoch // config.epochs_per_lr]
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        torch.manual_seed(config.seed * 1_000_003 + epoch)
-        model.train()
-        loss_sum, count, state = 0.0, 0, None
-        began = time.perf_counter()
-        batches = (_sequence_batches(train_ids, batch, config.bptt, config.max_steps_per_epoch)
-                   if sequence else
-                   _window_batches(train_ids, model.context, batch, generator, config.max_steps_per_epoch))
-        with _epoch_progress(progress) as bar:
-            task = bar.add_task(f"epoch {epoch + 1}/{total_epochs}", loss="",
-                                total=info["steps_per_epoch"])
-            for x, y in batches:
-                if sequence:
-                    logits, state = model(x, state)
-                    state = _detach(state)
-                    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-                else:
-                    loss = F.cross_entropy(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * y.numel()
-                count += y.numel()
-                bar.update(task, advance=1, loss=f"loss {loss.item():.3f}")
-        train_seconds += time.perf_counter() - began
-        train_loss = loss_sum / count
-        valid_loss = evaluate(model, valid_ids, batch)
-        record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss,
-                  "train_bits_per_char": bits(train_loss), "valid_loss": valid_loss,
-                  "valid_bits_per_char": bits(valid_loss), "train_seconds": train_seconds}
-        metrics.append(record)
-        save_checkpoint(ckpt_path, {
-            "format": CHECKPOINT_FORMAT,
-            "model": {"name": config.model, "config": info["model_config"]},
-            "state_dict": model.state_dict(),
-            "vocab": list(corpus.vocab.chars),
-            "optimizer": optimizer.state_dict(),
-            "run": {"key": config.run_key(), "epochs_done": epoch + 1, "metrics": metrics},
-        })
-        atomic_write_bytes(out / "metrics.json", json.dumps({"epochs": metrics}, indent=2).encode())
-        log(f"epoch {epoch + 1}/{total_epochs}  lr {lr:g}  train {train_loss:.4f} nats/char "
-            f"({bits(train_loss):.4f} bpc)  valid {valid_loss:.4f} nats/char "
-            f"({bits(valid_loss):.4f} bpc)  {train_seconds:.1f}s")
+    with loop.deferred_interrupt() as interrupted:
+        for epoch in range(start_epoch, total_epochs):
+            lr = config.lrs[epoch // config.epochs_per_lr]
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+            torch.manual_seed(config.seed * 1_000_003 + epoch)
+            model.train()
+            loss_sum, count, state = 0.0, 0, None
+            began = time.perf_counter()
+            batches = (_sequence_batches(train_ids, batch, config.bptt, config.max_steps_per_epoch)
+                       if sequence else
+                       _window_batches(train_ids, model.context, batch, generator,
+                                       config.max_steps_per_epoch))
+            with loop.Progress(f"epoch {epoch + 1}/{total_epochs}", steps, status="loss {loss:.3f}",
+                               enabled=progress, transient=True) as bar:
+                for i, (x, y) in enumerate(batches):
+                    if sequence:
+                        logits, state = model(x, state)
+                        state = _detach(state)
+                        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+                    else:
+                        loss = F.cross_entropy(model(x), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    loss_value = loss.item()
+                    loop.check_finite(f"epoch {epoch + 1} batch {i + 1}", "lower --lr",
+                                      run.checkpoint, loss=loss_value)
+                    optimizer.step()
+                    loss_sum += loss_value * y.numel()
+                    count += y.numel()
+                    bar.advance(loss=loss_value)
+                    if interrupted():
+                        kept = (f"the checkpoint after epoch {epoch} is {run.checkpoint}; run the "
+                                "same command again to resume from it" if run.checkpoint else
+                                "nothing was saved yet (a checkpoint comes after each epoch)")
+                        raise loop.Interrupted(f"interrupted in epoch {epoch + 1}; {kept}",
+                                               run.checkpoint)
+            train_seconds += time.perf_counter() - began
+            train_loss = loss_sum / count
+            valid_loss = evaluate(model, valid_ids, batch)
+            record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss,
+                      "train_bits_per_char": bits(train_loss), "valid_loss": valid_loss,
+                      "valid_bits_per_char": bits(valid_loss), "train_seconds": train_seconds}
+            run.log(record)
+            run.save(description, model.state_dict(),
+                     {"optimizer": optimizer.state_dict(), "epochs_done": epoch + 1})
+            log(f"epoch {epoch + 1}/{total_epochs}  lr {lr:g}  train {train_loss:.4f} nats/char "
+                f"({bits(train_loss):.4f} bpc)  valid {valid_loss:.4f} nats/char "
+                f"({bits(valid_loss):.4f} bpc)  {train_seconds:.1f}s")
 
-    final = metrics[-1]
-    return {"model": config.model, "parameters": info["parameters"], "corpus": corpus.source,
-            "vocab_size": len(corpus.vocab), "epochs": len(metrics),
-            "train_loss": final["train_loss"], "valid_loss": final["valid_loss"],
-            "train_bits_per_char": final["train_bits_per_char"],
-            "valid_bits_per_char": final["valid_bits_per_char"],
-            "train_seconds": final["train_seconds"], "out": str(out), "checkpoint": str(ckpt_path)}
+    final = run.records[-1]
+    result = {"model": config.model, "parameters": count_parameters(model),
+              "corpus": corpus.source, "documents": len(corpus.documents),
+              "vocab_size": len(vocab), "train_chars": len(train_ids),
+              "valid_chars": len(valid_ids), "batch_size": batch, "steps_per_epoch": steps,
+              "epochs": len(run.records), "train_loss": final["train_loss"],
+              "valid_loss": final["valid_loss"],
+              "train_bits_per_char": final["train_bits_per_char"],
+              "valid_bits_per_char": final["valid_bits_per_char"],
+              "train_seconds": final["train_seconds"], "out": str(run.path),
+              "checkpoint": str(run.path / f"{checkpoint.NAME}.pt"), "config": asdict(config)}
+    run.finish(result)
+    return result

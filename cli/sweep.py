@@ -1,9 +1,10 @@
 import json
-import sys
 from typing import Annotated, Optional
 
 import typer
 from typer.core import TyperGroup
+
+from charlstm.config import RUNS_DIR
 
 
 class _RunByDefault(TyperGroup):
@@ -20,11 +21,6 @@ app = typer.Typer(cls=_RunByDefault, no_args_is_help=True,
                        "many processes and machines, ending in plots and a report.")
 
 
-def _fail(exc: Exception):
-    print(f"charlstm sweep: {exc}", file=sys.stderr)
-    raise typer.Exit(2)
-
-
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
@@ -37,7 +33,7 @@ def run(
     seed: Annotated[int, typer.Option(help="First seed; repeats use seed, seed+1, ...")] = 0,
     out: Annotated[str, typer.Option(
         help="Output folder: the SQLite study (unless --storage), CSV, plots, report.md.")]
-        = "runs/sweep",
+        = f"{RUNS_DIR}/sweep",
     storage: Annotated[Optional[str], typer.Option(
         help="Optuna RDB URL shared by every process and machine, e.g. "
              "postgresql://user:pw@host/db. Default: sqlite in --out.")] = None,
@@ -60,23 +56,10 @@ def run(
     """
     from charlstm import sweep
 
-    try:
-        params = sweep.parse_params(ctx.args)
-        if preset:
-            grids = sweep.preset(preset, scale=scale, repeats=repeats, seed=seed,
-                                 fixed={k: v[0] for k, v in params.items() if len(v) == 1},
-                                 study="udacity" if study == "sweep" else study)
-            extra = [k for k, v in params.items() if len(v) > 1]
-            if extra:
-                raise ValueError(f"--preset fixes what it sweeps: give "
-                                 f"{', '.join('--' + k.replace('_', '-') for k in extra)} one "
-                                 "value, or drop --preset")
-        else:
-            grids = [sweep.make_grid(params, repeats=repeats, seed=seed, name=study)]
-        summary = sweep.run(grids, out=out, storage=storage, workers=workers,
-                            heartbeat_seconds=heartbeat, report=report)
-    except ValueError as exc:
-        _fail(exc)
+    grids = sweep.grids_from(ctx.args, preset, scale=scale, repeats=repeats, seed=seed,
+                             study=study)
+    summary = sweep.run(grids, out=out, storage=storage, workers=workers,
+                        heartbeat_seconds=heartbeat, report=report)
     if json_output:
         print(json.dumps(summary))
         return
@@ -100,12 +83,9 @@ def report_command(
         = False,
 ):
     """Write trials.csv, the plots and report.md for a sweep's folder, from its trials."""
-    from charlstm.report import write_report
+    from charlstm.sweep.report import write_report
 
-    try:
-        path = write_report(folder, storage=storage, studies=study or None)
-    except ValueError as exc:
-        _fail(exc)
+    path = write_report(folder, storage=storage, studies=study or None)
     if json_output:
         print(json.dumps({"report": path}))
     else:

@@ -2,7 +2,8 @@ import re
 
 import pytest
 
-from charlstm.data.arith import DIGITS, TASKS, make_dataset, missing_in_training, symbols_for
+from charlstm.config import TASKS
+from charlstm.data.arith import DIGITS, make_dataset, missing_in_training, symbols_for
 
 
 def independent_target(task, text, digits):
@@ -74,15 +75,10 @@ def test_missing_in_training_names_the_symbol_and_the_position():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"task": "div"}, "unknown task 'div'"),
-    ({"task": "count-ones", "length": 0}, "--length must be at least 1"),
-    ({"task": "add", "digits": 0}, "--digits must be between 1"),
-    ({"task": "add", "valid_fraction": 1.0}, "--valid-fraction"),
     ({"task": "add", "valid_fraction": 0.995}, "leaves nothing to train on"),
     ({"task": "count-ones", "length": 1}, "lower --valid-fraction"),
-    ({"task": "add", "samples": 1}, "--samples must be at least 2"),
 ])
-def test_bad_settings_are_rejected_with_the_fix(kwargs, message):
+def test_splits_that_cannot_work_are_rejected_with_the_fix(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         make_dataset(**kwargs)
 

@@ -11,7 +11,8 @@ def test_bench_reports_every_backend_and_ratios():
     result = bench_training_step(shapes=[(4, 8, 3)], rounds=2, steps_per_round=2, warmup=1)
     backends = {t["backend"] for t in result["timings"]}
     assert backends == {"fused", "fused_step", "reference", "torch"}
-    assert all(t["median_ms"] > 0 for t in result["timings"])
+    assert all(t["min_ms"] <= t["median_ms"] and (t["rounds"], t["steps_per_round"]) == (2, 2)
+               for t in result["timings"])
     (ratio,) = result["ratios"]
     med = {t["backend"]: t["median_ms"] for t in result["timings"]}
     assert ratio["fused_vs_torch"] == pytest.approx(med["torch"] / med["fused"])
@@ -48,8 +49,19 @@ def test_bench_cli_json_and_file(tmp_path):
     (["--shapes", "64x64"], "is not BATCHxHIDDENxUNROLLINGS"),
     (["--shapes", "0x4x2"], "must be at least 1"),
     (["--backends", "cudnn"], "unknown backend"),
+    (["--device", "tpu"], "is not a device"),
+    (["--rounds", "0"], "--rounds and --steps-per-round must be at least 1"),
 ])
 def test_bench_bad_options(args, message):
-    result = CliRunner().invoke(app, ["bench", *args])
+    result = CliRunner().invoke(app, ["bench", "--shapes", "2x4x2", "--rounds", "1",
+                                      "--steps-per-round", "1", *args])
     assert result.exit_code == 2
-    assert message in result.output
+    assert result.stderr.startswith("Error: ") and message in result.stderr
+
+
+def test_bench_table_shows_each_backend_and_the_ratios():
+    result = CliRunner().invoke(app, ["bench", "--shapes", "2x4x2", "--backends", "fused,torch",
+                                      "--rounds", "1", "--steps-per-round", "1"])
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if "batch" in line)
+    assert "fused" in header and "torch" in header and "torch / fused" in header

@@ -1,17 +1,13 @@
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import charlstm as run_charlstm
 from typer.testing import CliRunner
 
 import charlstm
 from charlstm_cli.main import app
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_build_info_describes_this_build():
@@ -24,6 +20,7 @@ def test_build_info_describes_this_build():
     assert info["openmp"] is True
     assert Path(info["extension"]).is_file()
     assert info["cuda_available"] == torch.cuda.is_available()
+    assert info["charlstm"] == charlstm.__version__
 
 
 def test_info_json_through_cli_runner():
@@ -33,9 +30,8 @@ def test_info_json_through_cli_runner():
 
 
 def test_info_in_a_real_subprocess_prints_one_json_object():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / ".dev")]))
-    out = subprocess.run([sys.executable, "-m", "charlstm_cli.main", "info", "--json"], capture_output=True,
-                         text=True, env=env, check=True, cwd=ROOT)
+    out = run_charlstm("info", "--json")
+    assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["torch"] == torch.__version__ and "cuda_kernels" in report
 

@@ -1,14 +1,14 @@
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from charlstm.calc import (CalcConfig, describe, describe_study, digits_ordered, evaluate, parse_int_list,
+from charlstm import checkpoint
+from charlstm.calc import (describe, describe_study, digits_ordered, evaluate, parse_int_list,
                            parse_models, plot_embeddings, study, summary_json, train)
-from charlstm.models import CALCULATORS
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from charlstm.config import CALCULATORS, CalcConfig
 
 
 def quick(**overrides):
@@ -90,11 +90,21 @@ def test_describe_prints_every_embedding_and_only_readable_weights():
 
 
 @pytest.mark.parametrize("n_fac", [1, 3])
-def test_plot_embeddings_writes_a_png(tmp_path, n_fac):
+def test_plot_embeddings_places_every_symbol(tmp_path, n_fac, monkeypatch):
+    import matplotlib.pyplot as plt
+
     _, summary = train(quick(restarts=1, epochs=2, n_fac=n_fac))
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at
     path = plot_embeddings(summary, tmp_path / "sub" / "embeddings.png")
-    with open(path, "rb") as f:
-        assert f.read(8) == PNG_MAGIC
+    assert Path(path).stat().st_size > 0
+    (ax,) = figures[0].axes
+    if n_fac == 1:  # one value per symbol, the symbols along the x axis
+        assert [t.get_text() for t in ax.get_xticklabels()] == list("0123456789+")
+        values = ax.collections[0].get_offsets()[:, 1]
+        assert list(values) == pytest.approx([summary["embedding"][s][0] for s in "0123456789+"])
+    else:  # the first two principal axes, each point labelled with its symbol
+        assert sorted(t.get_text() for t in ax.texts) == sorted("0123456789+")
 
 
 def test_summary_is_one_json_object_with_the_scores():
@@ -108,12 +118,25 @@ def test_summary_is_one_json_object_with_the_scores():
 
 @pytest.mark.parametrize("field,value,message", [
     ("epochs", 0, "--epochs must be at least 1"), ("hidden", 0, "--hidden must be at least 1"),
-    ("length", 0, "--length must be at least 1"), ("lr", 0.0, "--lr must be a positive number"),
-    ("model", "cnn", "unknown model 'cnn'"), ("task", "div", "unknown task 'div'"),
-    ("backend", "gpu", "unknown backend 'gpu'")])
+    ("lr", 0.0, "--lr must be a positive number"), ("model", "cnn", "--model must be one of"),
+    ("task", "div", "--task must be one of")])
 def test_bad_settings_are_rejected_before_training(field, value, message):
     with pytest.raises(ValueError, match=message):
         train(quick(**{field: value}))
+
+
+def test_the_best_restart_is_saved_as_a_checkpoint_that_predicts_as_it_did(tmp_path):
+    out = tmp_path / "run"
+    model, summary = train(quick(model="gru", restarts=2, epochs=20, out=str(out)))
+    loaded, vocab, saved = checkpoint.load_model(out)
+    assert (saved.workload, saved.model_name, saved.vocab) == ("calc", "calculator", "0123456789+")
+    assert saved.model_config == {"kind": "gru", "n_fac": 1, "hidden": 8, "backend": "fused"}
+    ids = torch.tensor([vocab.encode("2+3"), vocab.encode("9+9")])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), model.eval()(ids))
+    assert json.loads((out / "result.json").read_text())["best_seed"] == summary["best_seed"]
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(quick(out=str(out)))
 
 
 def test_parse_lists():
@@ -129,18 +152,27 @@ def test_parse_lists():
         parse_models("")
 
 
-def test_study_over_hidden_sizes_writes_csv_png_table_and_resumes(tmp_path):
+def test_study_over_hidden_sizes_writes_csv_png_table_and_resumes(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at
     base = CalcConfig(task="add", lr=0.03, epochs=40, restarts=1)
     result = study(base, ["linear", "tanh"], [1, 2], out=tmp_path)
+    lines = {l.get_label(): (list(l.get_xdata()), list(l.get_ydata()))
+             for l in figures[0].axes[0].get_lines()}
+    assert lines == {m: ([1, 2], [r["success_rate"] for r in result["rows"] if r["model"] == m])
+                     for m in ("linear", "tanh")}
     assert result["sweep"] == "hidden"
     with open(tmp_path / "study.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["model"], int(r["hidden"])) for r in rows] == [("linear", 1), ("linear", 2), ("tanh", 1), ("tanh", 2)]
     assert all(int(r["successes"]) <= 1 and r["task"] == "add" for r in rows)
+    assert "out" not in rows[0]
     table = (tmp_path / "study.md").read_text()
     assert table.splitlines()[0] == "| model | hidden 1 | hidden 2 |"
     assert {line.split(" |")[0] for line in table.splitlines()[2:]} == {"| linear", "| tanh"}
-    assert (tmp_path / "study.png").read_bytes()[:8] == PNG_MAGIC
+    assert result["png"] == str(tmp_path / "study.png") and (tmp_path / "study.png").is_file()
     learned = {m: [r["hidden"] for r in result["rows"] if r["model"] == m and r["successes"]]
                for m in ("linear", "tanh")}
     assert result["smallest_hidden"] == {m: min(h, default=None) for m, h in learned.items()}
@@ -189,5 +221,6 @@ def test_study_rejects_lengths_for_arithmetic_and_empty_model_lists(tmp_path):
         study(CalcConfig(task="add"), ["linear"], [1], [8], out=tmp_path)
     with pytest.raises(ValueError, match="--models needs at least one"):
         study(CalcConfig(task="add"), [], [1], out=tmp_path)
-    with pytest.raises(ValueError, match="at least 1"):
-        study(CalcConfig(task="add"), ["linear"], [0], out=tmp_path)
+    with pytest.raises(ValueError, match="--hidden must be at least 1"):
+        study(CalcConfig(task="add"), ["linear"], [2, 0], out=tmp_path)
+    assert not (tmp_path / "study.csv").exists()  # every cell is checked before one trains

@@ -2,7 +2,6 @@ import http.server
 import io
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -10,23 +9,20 @@ import threading
 import time
 import zipfile
 from functools import partial
-from pathlib import Path
 
 import pytest
+from helpers import words
 from typer.testing import CliRunner
 
 from charlstm_cli.main import app
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--nodes", "8", "--batch-size", "4", "--unrollings", "5", "--steps", "20", "--valid-size", "50",
          "--summary-frequency", "10", "--threads", "1"]
 runner = CliRunner()
 
 
 def text8_like(chars=6000, seed=0):
-    rng = random.Random(seed)
-    words = "the of and to in a is that for it as was with be by on not he this are".split()
-    return (" " + " ".join(rng.choice(words) for _ in range(chars // 3)))[:chars]
+    return (" " + words(chars, seed))[:chars]
 
 
 @pytest.fixture
@@ -77,9 +73,12 @@ def test_bad_options_exit_2_with_one_line(corpus, args, message):
 def test_bad_data(tmp_path):
     result = run_cli("--data", str(tmp_path / "missing.txt"))
     assert result.exit_code == 2 and "no such file or folder" in result.stderr
-    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\x00 text")
-    result = run_cli("--data", str(tmp_path / "bad.txt"))
-    assert result.exit_code == 2 and "is not UTF-8 text" in result.stderr
+    (tmp_path / "latin1.txt").write_bytes("caf\u00e9".encode("latin-1"))
+    result = run_cli("--data", str(tmp_path / "latin1.txt"))
+    assert result.exit_code == 2 and "latin1.txt is not UTF-8 text" in result.stderr
+    (tmp_path / "utf16.txt").write_bytes("text".encode("utf-16"))
+    result = run_cli("--data", str(tmp_path / "utf16.txt"))
+    assert result.exit_code == 2 and "utf16.txt is not text: it holds a NUL byte" in result.stderr
 
 
 def test_offline(tmp_path, monkeypatch):
@@ -109,8 +108,7 @@ def test_divergence_exits_1(corpus):
 
 
 def subprocess_env(**extra):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / ".dev")]), **extra)
-    return env
+    return dict(os.environ, **extra)
 
 
 def test_end_to_end_downloads_text8_from_a_local_server(tmp_path):
@@ -151,8 +149,8 @@ def test_end_to_end_ctrl_c_then_resume(corpus, tmp_path):
     assert proc.returncode == 130, stderr
     assert "interrupted after" in stderr and "--resume" in stderr and "Traceback" not in stderr
     assert stdout == ""
-    from charlstm.checkpoint import load_checkpoint
-    step = load_checkpoint(out / "checkpoint.pt")["step"]
+    from charlstm import checkpoint
+    step = checkpoint.read(out).training["step"]
     assert step >= 1 and f"interrupted after {step} steps" in stderr
     resumed = subprocess.run([sys.executable, "-m", "charlstm_cli.main", "train", "--resume", str(out),
                               "--steps", str(step + 3), "--json"],

@@ -2,9 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charlstm.models import (CALCULATOR_BACKENDS, CALCULATORS, GATES, SPEECH_MODELS, LinearCalculator,
-                             RecurrentCalculator, TanhCalculator, UdacityLM, build_model, count_parameters,
-                             init_weight_, make_calculator, parse_init)
+from charlstm.config import CALCULATORS, MODELS, SPEECH_MODELS
+from charlstm.models import (GATES, LinearCalculator, RecurrentCalculator, TanhCalculator,
+                             UdacityLM, build_model, count_parameters, init_weight_,
+                             make_calculator, model_config_keys)
 
 
 def test_parameters_have_torch_layout_and_one_bias_per_gate():
@@ -34,21 +35,9 @@ def test_init_specs(spec, low, high):
     assert weight.max() - weight.min() > (high - low) / 2
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("xavier", "unknown init"), ("normal:1", "two numbers"), ("normal:0,0", "std must be > 0"),
-    ("uniform:1,0", "LOW < HIGH"), ("normal:a,b", "two numbers"),
-])
-def test_bad_init_specs(spec, message):
-    with pytest.raises(ValueError, match=message):
-        parse_init(spec)
-
-
-def test_parse_init_defaults():
-    assert parse_init("truncated_normal") == ("truncated_normal", -0.1, 0.1)
-
-
 @pytest.mark.parametrize("kwargs, message", [
-    ({"cell": "transformer"}, "unknown cell"), ({"backend": "jax"}, "unknown backend"), ({"nodes": 0}, "nodes"),
+    ({"cell": "transformer"}, "cell must be one of lstm, gru, rnn; got 'transformer'"),
+    ({"backend": "jax"}, "backend must be one of fused, reference, torch; got 'jax'"),
 ])
 def test_bad_model_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -92,6 +81,19 @@ def test_reference_matches_the_assignments_cell():
         logits.append(h @ model.w + model.b)
     ours, _ = model(ids, model.initial_state(2))
     torch.testing.assert_close(ours, torch.stack(logits))
+
+
+def adam_losses(model, loss_fn, steps: int, lr: float) -> torch.Tensor:
+    """The loss before each of `steps` Adam steps on `loss_fn(model)`, in float64."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = loss_fn(model)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return torch.tensor(losses, dtype=torch.float64)
 
 
 @pytest.fixture
@@ -158,31 +160,26 @@ def test_hand_written_recurrences_start_from_the_identity(model):
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
 def test_recurrent_calculator_backends_train_alike(kind):
-    """Same seed, ten Adam steps: fused and reference give torch.nn's losses."""
+    """Same seed, ten Adam steps: fused and torch.nn are each off the float64 reference by at
+    most twice what the reference itself is off in float32 (plus 1e-6)."""
     ids = torch.randint(0, 11, (8, 3), generator=torch.Generator().manual_seed(1))
     targets = torch.randn(8, generator=torch.Generator().manual_seed(2))
-    losses = {}
-    for backend in CALCULATOR_BACKENDS:
+
+    def losses(backend, dtype):
         torch.manual_seed(0)
-        calculator = RecurrentCalculator(kind, 11, 2, 3, backend=backend)
-        optimizer = torch.optim.Adam(calculator.parameters(), lr=0.05)
-        losses[backend] = []
-        for _ in range(10):
-            loss = torch.nn.functional.mse_loss(calculator(ids), targets)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses[backend].append(loss.item())
-    assert losses["torch"][-1] < losses["torch"][0]
-    for backend in ("fused", "reference"):
-        assert losses[backend] == pytest.approx(losses["torch"], rel=1e-4, abs=1e-6)
+        calculator = RecurrentCalculator(kind, 11, 2, 3, backend=backend).to(dtype)
+        return adam_losses(calculator, lambda m: F.mse_loss(m(ids), targets.to(dtype)), 10, 0.05)
+
+    exact = losses("reference", torch.float64)
+    assert exact[-1] < exact[0]
+    allowed = 2 * (losses("reference", torch.float32) - exact).abs().max() + 1e-6 * exact.max()
+    for backend in ("fused", "torch"):
+        assert (losses(backend, torch.float32) - exact).abs().max() <= allowed, backend
 
 
 @pytest.mark.parametrize("args,message", [
-    (("div", 11, 1, 4), "unknown model 'div'"),
-    (("lstm", 11, 1, 4, "cuda"), "unknown backend 'cuda'"),
-    (("tanh", 11, 1, 0), "--hidden 0"),
-    (("linear", 11, 0, 4), "--n-fac"),
+    (("div", 11, 1, 4), "model must be one of linear, tanh, rnn, gru, lstm; got 'div'"),
+    (("lstm", 11, 1, 4, "cuda"), "backend must be one of fused, reference, torch; got 'cuda'"),
 ])
 def test_make_calculator_rejects_bad_settings(args, message):
     with pytest.raises(ValueError, match=message):
@@ -219,14 +216,7 @@ def test_every_model_learns_a_few_steps(name):
     torch.manual_seed(0)
     model = build_model(name, SPEECH_VOCAB, **SPEECH_TINY, layers=2, dropout=0.0)
     x, y = batch_for(model, periodic_ids())
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(15):
-        loss = loss_of(model, x, y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = adam_losses(model, lambda m: loss_of(m, x, y), 15, 1e-2)
     assert losses[-1] < 0.7 * losses[0]
 
 
@@ -260,29 +250,34 @@ def test_config_keys_a_model_does_not_take_are_ignored():
 
 
 def test_unknown_model_and_backend_are_named():
-    with pytest.raises(ValueError, match="unknown model 'transformer'.*lstm-seq"):
+    with pytest.raises(ValueError, match="model must be one of .*lstm-seq.*; got 'transformer'"):
         build_model("transformer", SPEECH_VOCAB)
-    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+    with pytest.raises(ValueError, match="backend must be one of .*; got 'cuda'"):
         build_model("lstm-seq", SPEECH_VOCAB, backend="cuda")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_a_checkpoint_can_name_builds_from_its_config_keys(name):
+    config = {"embedding": 6, "hidden": 5, "nodes": 5, "kind": "gru", "n_fac": 2, "layers": 1}
+    model = build_model(name, 11, **{k: v for k, v in config.items()
+                                     if k in model_config_keys(name)})
+    assert any(11 in p.shape for p in model.parameters())  # built for this vocabulary
 
 
 @pytest.mark.parametrize("name", ["rnn", "rnn-seq", "gru-seq", "lstm-seq"])
 def test_backends_train_alike(name):
-    """Same weights, ten Adam steps: fused, reference and torch.nn give the same losses."""
+    """Same weights, ten Adam steps: fused and torch.nn are each off the float64 reference by at
+    most twice what the reference itself is off in float32 (plus 1e-6)."""
     torch.manual_seed(2)
     start = build_model(name, SPEECH_VOCAB, **SPEECH_TINY, layers=2, backend="torch").state_dict()
     x, y = batch_for(build_model(name, SPEECH_VOCAB, **SPEECH_TINY), periodic_ids())
-    losses = {}
-    for backend in ("fused", "reference", "torch"):
+
+    def losses(backend, dtype):
         model = build_model(name, SPEECH_VOCAB, **SPEECH_TINY, layers=2, backend=backend)
         model.load_state_dict(start)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-        losses[backend] = []
-        for _ in range(10):
-            loss = loss_of(model, x, y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses[backend].append(loss.item())
-    torch.testing.assert_close(losses["fused"], losses["torch"], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(losses["reference"], losses["torch"], rtol=1e-4, atol=1e-5)
+        return adam_losses(model.to(dtype), lambda m: loss_of(m, x, y), 10, 1e-2)
+
+    exact = losses("reference", torch.float64)
+    allowed = 2 * (losses("reference", torch.float32) - exact).abs().max() + 1e-6 * exact.max()
+    for backend in ("fused", "torch"):
+        assert (losses(backend, torch.float32) - exact).abs().max() <= allowed, backend

@@ -401,9 +401,9 @@ for cell, G in (("lstm", 4), ("gru", 3), ("rnn", 1)):
                            for f, r, e in zip(fused, ref32, exact)]
 # The whole training step on token ids: the id gradient's scatter-add, the softmax cross-entropy,
 # the gradient norm and the transposed update run their own per-build loops. The specification
-# and the comparison are tests/test_lm_step.py's float32 test.
+# and the comparison are tests/test_lm_step.py's float32 test (shared through tests/helpers.py).
 sys.path.insert(0, "tests")
-from test_lm_step import autograd_step, fused_step, make
+from helpers import autograd_step, fused_step, make
 window, st, weights = make("lstm", T, B, I, H, seed=1)
 w32, st32 = {k: v.float() for k, v in weights.items()}, tuple(s.float() for s in st)
 exact = autograd_step("lstm", window, st, weights, lr=0.5, clip=0.1)

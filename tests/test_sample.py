@@ -5,27 +5,19 @@ import time
 
 import pytest
 import torch
+from helpers import write_model
 
-from charlstm.checkpoint import save_checkpoint
-from charlstm.data.speeches import Vocab
-from charlstm.models import build_model
-from charlstm.sample import find_checkpoint, generate, load_model, sample
+from charlstm.checkpoint import find, load_model
+from charlstm.data.vocab import Vocab
+from charlstm.sample import generate, sample
 
-
-
-def write_model(path, name, vocab, **config):
-    torch.manual_seed(len(str(path)))
-    model = build_model(name, len(vocab), embedding=8, hidden=16, **config)
-    save_checkpoint(path, {"model": {"name": name, "config": {"embedding": 8, "hidden": 16, **config}},
-                           "state_dict": model.state_dict(), "vocab": vocab})
-    return model
+VOCAB = sorted(set(" .Gdgmnorw"))
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    path = tmp_path / "run" / "checkpoint.pt"
-    write_model(path, "lstm-seq", sorted(set(" .Gdgmnorw")))
-    return path
+    write_model(tmp_path / "run", "lstm-seq", VOCAB)
+    return tmp_path / "run" / "checkpoint.pt"
 
 
 def test_the_same_seed_gives_the_same_text_and_another_seed_another(checkpoint):
@@ -43,18 +35,25 @@ def test_streamed_chars_are_the_returned_text(checkpoint):
 
 @pytest.mark.parametrize("name", ["fc3", "rnn", "gru-seq"])
 def test_temperature_zero_and_top_k_one_are_greedy(tmp_path, name):
-    vocab = sorted(set(" .Gdgmnorw"))
-    model = write_model(tmp_path / "m.pt", name, vocab).eval()
-    loaded, v, _ = load_model(tmp_path / "m.pt")
+    model = write_model(tmp_path, name, VOCAB).eval()
+    loaded, v, _ = load_model(tmp_path)
     greedy = "".join(generate(loaded, v, "Good mor", 20, temperature=0))
     assert "".join(generate(loaded, v, "Good mor", 20, top_k=1, seed=9)) == greedy
     text = "Good mor"
     for expected in greedy:
-        ids = torch.tensor([Vocab(vocab).encode(text)])
+        ids = torch.tensor([Vocab(VOCAB).encode(text)])
         with torch.no_grad():
-            logits = model(ids.t())[0][-1, 0] if model.context is None else model(ids[:, -model.context:])[0]
-        assert vocab[int(logits.argmax())] == expected
+            logits = (model(ids.t())[0][-1, 0] if model.context is None
+                      else model(ids[:, -model.context:])[0])
+        assert VOCAB[int(logits.argmax())] == expected
         text += expected
+
+
+def test_generate_leaves_a_training_model_in_training_mode(checkpoint):
+    model, vocab, _ = load_model(checkpoint)
+    model.train()
+    assert len("".join(generate(model, vocab, "Good mo", 5))) == 5
+    assert model.training
 
 
 def test_a_prime_outside_the_vocabulary_names_the_characters(checkpoint):
@@ -63,62 +62,69 @@ def test_a_prime_outside_the_vocabulary_names_the_characters(checkpoint):
 
 
 def test_a_prime_shorter_than_the_window_is_refused(tmp_path):
-    write_model(tmp_path / "m.pt", "charloop", sorted(set(" .Gdgmnorw")))
+    write_model(tmp_path / "w", "charloop", VOCAB)
     with pytest.raises(ValueError, match="has 7 chars but this model reads a window of 8"):
-        sample("Good mo", checkpoint=tmp_path / "m.pt")
+        sample("Good mo", checkpoint=tmp_path / "w")
+    write_model(tmp_path / "s", "rnn-seq", VOCAB)
     with pytest.raises(ValueError, match="the prime is empty"):
-        write_model(tmp_path / "s.pt", "rnn-seq", sorted(set(" .Gdgmnorw")))
-        sample("", checkpoint=tmp_path / "s.pt")
+        sample("", checkpoint=tmp_path / "s")
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(temperature=-1.0), "temperature"), (dict(top_k=0), "top_k"), (dict(length=-2), "length")])
+    (dict(temperature=-1.0), "--temperature"), (dict(temperature=float("nan")), "--temperature"),
+    (dict(top_k=0), "--top-k"), (dict(length=-2), "--length"), (dict(backend="tf"), "--backend")])
 def test_bad_sampling_settings_are_named(checkpoint, kwargs, message):
     with pytest.raises(ValueError, match=message):
         sample("Good mo", checkpoint=checkpoint, **kwargs)
 
 
-def test_a_text8_checkpoint_with_a_string_vocabulary_samples(tmp_path):
+def test_a_text8_vocabulary_refuses_capitals_by_name(tmp_path):
     vocab = " " + string.ascii_lowercase
-    write_model(tmp_path / "text8.pt", "lstm-seq", vocab)
-    text = sample("good mo", 50, checkpoint=tmp_path / "text8.pt")["text"]
+    write_model(tmp_path, "lstm-seq", vocab)
+    text = sample("good mo", 50, checkpoint=tmp_path)["text"]
     assert len(text) == 50 and set(text) <= set(vocab)
     with pytest.raises(ValueError, match="'G'"):
-        sample("Good mo", checkpoint=tmp_path / "text8.pt")
+        sample("Good mo", checkpoint=tmp_path)
 
 
 def test_the_newest_checkpoint_under_runs_is_the_default(tmp_path):
+    write_model(tmp_path / "runs" / "a", "fc3", VOCAB)
+    write_model(tmp_path / "runs" / "b", "gru-seq", VOCAB)
     old = tmp_path / "runs" / "a" / "checkpoint.pt"
-    new = tmp_path / "runs" / "b" / "checkpoint.pt"
-    write_model(old, "fc3", sorted(set(" .Gdgmnorw")))
-    write_model(new, "gru-seq", sorted(set(" .Gdgmnorw")))
     os.utime(old, (time.time() + 60, time.time() + 60))
-    assert find_checkpoint(None, tmp_path / "runs") == old
-    assert find_checkpoint(tmp_path / "runs" / "b") == new
+    assert find(None, tmp_path / "runs") == old
+    assert find(tmp_path / "runs" / "b") == tmp_path / "runs" / "b" / "checkpoint.pt"
     assert sample("Good mo", 5, runs=tmp_path / "runs")["model"] == "fc3"
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda p: p / "runs", "no trained model under"),
-    (lambda p: p / "absent.pt", "no checkpoint at"),
-])
-def test_missing_checkpoints_are_explained(tmp_path, setup, message):
-    target = setup(tmp_path)
-    with pytest.raises(ValueError, match=message):
-        if target.name == "runs":
-            find_checkpoint(None, target)
+@pytest.mark.parametrize("target, message", [("runs", "no trained model under"),
+                                             ("absent.pt", "no checkpoint at")])
+def test_missing_checkpoints_are_explained(tmp_path, target, message):
+    with pytest.raises(FileNotFoundError, match=message):
+        if target == "runs":
+            find(None, tmp_path / target)
         else:
-            find_checkpoint(target)
+            find(tmp_path / target)
 
 
-def test_a_checkpoint_without_a_model_is_refused(tmp_path):
-    save_checkpoint(tmp_path / "x.pt", {"state_dict": {}, "vocab": ["a"]})
-    with pytest.raises(ValueError, match="not a charlstm model checkpoint .missing model"):
-        load_model(tmp_path / "x.pt")
+def test_the_backend_can_change_and_gives_the_same_text(checkpoint):
+    texts = {b: sample("Good mo", 40, seed=1, checkpoint=checkpoint, backend=b)["text"]
+             for b in ("fused", "reference", "torch")}
+    assert texts["fused"] == texts["reference"] == texts["torch"]
+
+
+def test_a_calculator_checkpoint_is_refused_with_the_reason(tmp_path):
+    from charlstm.calc import train
+    from charlstm.config import CalcConfig
+
+    train(CalcConfig(hidden=2, epochs=1, restarts=1, out=str(tmp_path / "calc")))
+    with pytest.raises(ValueError, match="calculator .* writes no text"):
+        sample("1+1", checkpoint=tmp_path / "calc")
 
 
 def test_a_checkpoint_written_by_charlstm_train_samples(tmp_path):
-    from charlstm.train import TrainConfig, train
+    from charlstm.config import TrainConfig
+    from charlstm.train import train
 
     rng = random.Random(0)
     text = tmp_path / "words.txt"

@@ -1,14 +1,17 @@
 import json
 import math
 import random
+from dataclasses import replace
 
 import pytest
 import torch
 
-from charlstm.checkpoint import load_checkpoint
-from charlstm.speech import SpeechConfig, bits, evaluate, train_speech
-from charlstm.data.speeches import Vocab, load_corpus
-from charlstm.models import build_model
+from charlstm import checkpoint
+from charlstm.config import SpeechConfig
+from charlstm.data.corpus import read_corpus
+from charlstm.data.vocab import Vocab
+from charlstm.loop import Diverged, Interrupted
+from charlstm.speech import bits, evaluate, train_speech
 
 WORDS = "we the people will build a nation of hope and work together".split()
 
@@ -26,7 +29,7 @@ def corpus(tmp_path):
 
 def tiny(corpus, **overrides):
     values = dict(corpus=str(corpus), embedding=8, hidden=24, batch_size=16, bptt=10,
-                  max_steps_per_epoch=25)
+                  max_steps_per_epoch=25, out=str(corpus.parent / "run"))
     values.update(overrides)
     return SpeechConfig(**values)
 
@@ -35,63 +38,93 @@ def tiny(corpus, **overrides):
 def test_training_writes_a_run_folder_and_learns(corpus, tmp_path, model):
     out = tmp_path / "run"
     lines = []
-    result = train_speech(tiny(corpus, model=model), out=out, progress=False, log=lines.append)
-    saved = load_checkpoint(out / "checkpoint.pt")
-    uniform = math.log(len(saved["vocab"]))
+    result = train_speech(tiny(corpus, model=model), progress=False, log=lines.append)
+    saved = checkpoint.read(out)
+    uniform = math.log(len(saved.vocab))
     assert result["valid_loss"] < 0.8 * uniform
     assert result["valid_bits_per_char"] == pytest.approx(bits(result["valid_loss"]))
     assert len(lines) == 2 and "nats/char" in lines[0] and "bpc" in lines[0]
-    assert saved["model"]["name"] == model and saved["vocab"] == sorted(saved["vocab"])
-    assert "P" not in saved["vocab"] and ":" not in saved["vocab"]
-    metrics = json.loads((out / "metrics.json").read_text())["epochs"]
-    assert [m["lr"] for m in metrics] == [1e-2, 1e-3]
-    assert json.loads((out / "config.json").read_text())["model"] == model
+    assert saved.model_name == model and list(saved.vocab) == sorted(saved.vocab)
+    assert "P" not in saved.vocab and ":" not in saved.vocab
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["lr"] for m in metrics] == [1e-2, 1e-3] and saved.training["metrics"] == metrics
+    assert json.loads((out / "result.json").read_text()) == result
+    assert saved.config == result["config"] and result["out"] == str(out)
 
 
 def test_the_checkpoint_rebuilds_the_model_that_was_trained(corpus, tmp_path):
-    config = tiny(corpus, model="gru-seq", layers=2, dropout=0.2)
-    train_speech(config, out=tmp_path / "r", progress=False, log=lambda _: None)
-    saved = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
-    model = build_model(saved["model"]["name"], len(saved["vocab"]), **saved["model"]["config"])
-    model.load_state_dict(saved["state_dict"])
-    assert saved["model"]["config"]["layers"] == 2
-    _, valid = load_corpus(corpus).split(0.1)
-    ids = torch.tensor(Vocab(saved["vocab"]).encode(valid))
-    assert evaluate(model, ids, 16) == pytest.approx(saved["run"]["metrics"][-1]["valid_loss"])
+    config = tiny(corpus, model="gru-seq", layers=2, dropout=0.2, out=str(tmp_path / "r"))
+    train_speech(config, progress=False, log=lambda _: None)
+    model, vocab, saved = checkpoint.load_model(tmp_path / "r")
+    assert saved.model_config["layers"] == 2 and vocab == Vocab(saved.vocab)
+    _, valid = read_corpus(corpus).split(0.1)
+    ids = torch.tensor(vocab.encode(valid))
+    assert evaluate(model, ids, 16) == pytest.approx(saved.training["metrics"][-1]["valid_loss"])
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(corpus, tmp_path):
-    config = tiny(corpus, model="char3", seed=3)
-    whole = train_speech(config, out=tmp_path / "whole", progress=False, log=lambda _: None)
+    config = tiny(corpus, model="char3", seed=3, out=str(tmp_path / "cut"))
+    whole = train_speech(replace(config, out=str(tmp_path / "whole")), progress=False,
+                         log=lambda _: None)
 
     def stop_after_first_epoch(line):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_speech(config, out=tmp_path / "cut", progress=False, log=stop_after_first_epoch)
-    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["run"]["epochs_done"] == 1
+        train_speech(config, progress=False, log=stop_after_first_epoch)
+    assert checkpoint.read(tmp_path / "cut").training["epochs_done"] == 1
     lines = []
-    resumed = train_speech(config, out=tmp_path / "cut", progress=False, log=lines.append)
+    resumed = train_speech(config, progress=False, log=lines.append)
     assert lines[0].startswith("resuming") and len(lines) == 2
     assert resumed["valid_loss"] == pytest.approx(whole["valid_loss"], rel=1e-6)
     assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-6)
 
 
 def test_a_folder_holding_another_run_is_not_overwritten(corpus, tmp_path):
-    train_speech(tiny(corpus, model="fc3"), out=tmp_path / "r", progress=False, log=lambda _: None)
+    out = str(tmp_path / "r")
+    train_speech(tiny(corpus, model="fc3", out=out), progress=False, log=lambda _: None)
     before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
     with pytest.raises(ValueError, match="different run"):
-        train_speech(tiny(corpus, model="fc3", hidden=12), out=tmp_path / "r", progress=False)
+        train_speech(tiny(corpus, model="fc3", hidden=12, out=out), progress=False)
     assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(model="mlp"), "unknown model"),
-    (dict(bptt=0), "bptt must be at least 1"),
-    (dict(lrs=[]), "learning rates"),
-    (dict(dropout=1.0), "dropout"),
+    (dict(model="mlp"), "--model must be one of"),
+    (dict(bptt=0), "--bptt must be at least 1"),
+    (dict(lrs=[]), "--lr: learning rates"),
+    (dict(dropout=1.0), "--dropout"),
     (dict(model="lstm-seq", batch_size=5000), "too small for 5000 streams"),
 ])
-def test_bad_settings_are_named(corpus, tmp_path, overrides, message):
+def test_bad_settings_are_named(corpus, overrides, message):
     with pytest.raises(ValueError, match=message):
-        train_speech(tiny(corpus, **overrides), out=tmp_path / "r", progress=False)
+        train_speech(tiny(corpus, **overrides), progress=False)
+
+
+def test_a_diverging_run_stops_and_names_the_fix(corpus):
+    with pytest.raises(Diverged, match=r"loss became nan at epoch 1 batch \d+; lower --lr"):
+        train_speech(tiny(corpus, model="fc3", lrs=[1e30]), progress=False,
+                     log=lambda _: None)
+
+
+def test_ctrl_c_stops_between_batches_and_says_how_to_resume(corpus, monkeypatch):
+    import os
+    import signal
+
+    from charlstm import loop
+
+    steps = []
+
+    class PressCtrlC(loop.Progress):
+        def advance(self, steps_done=1, **fields):
+            steps.append(1)
+            if len(steps) == 30:  # in the second epoch, after the first checkpoint
+                os.kill(os.getpid(), signal.SIGINT)
+            super().advance(steps_done, **fields)
+
+    monkeypatch.setattr(loop, "Progress", PressCtrlC)
+    config = tiny(corpus, model="fc3")
+    with pytest.raises(Interrupted, match="interrupted in epoch 2; the checkpoint after epoch 1 "
+                                          "is .*run the same command again"):
+        train_speech(config, progress=False, log=lambda _: None)
+    assert len(steps) == 30 and checkpoint.read(config.out).training["epochs_done"] == 1

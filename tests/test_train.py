@@ -1,31 +1,21 @@
 import json
 import math
 import os
-import random
 import signal
 from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from helpers import write_text
 
-from charlstm.checkpoint import load_checkpoint
+from charlstm import checkpoint
+from charlstm.config import TrainConfig
 from charlstm.data.batches import encode
+from charlstm.loop import Diverged, Interrupted
 from charlstm.models import UdacityLM
-from charlstm.train import (TrainConfig, TrainingDiverged, TrainingInterrupted, clip_global_norm_,
-                            learning_rate, resume_config, train, validation_nll)
-
-WORDS = "the of and to in a is that for it as was with be by on not he this are or his from at which".split()
-
-
-def write_text(path, chars=6000, seed=0):
-    rng = random.Random(seed)
-    words = []
-    while sum(len(w) + 1 for w in words) < chars:
-        words.append(rng.choice(WORDS))
-    path.write_text(" ".join(words))
-    return path
+from charlstm.train import (clip_global_norm_, learning_rate, resume_config, train,
+                            validation_nll)
 
 
 @pytest.fixture
@@ -37,6 +27,10 @@ def small(tmp_path):
 
 def metrics(folder):
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def saved_step(folder):
+    return checkpoint.read(folder).training["step"]
 
 
 def test_learning_rate_is_a_staircase():
@@ -80,12 +74,19 @@ def test_result_and_run_folder(small, tmp_path):
     assert result["valid_bpc"] == pytest.approx(math.log2(result["valid_perplexity"]))
     assert 1 < result["valid_perplexity"] < 27 and result["steps"] == 30
     assert result["config"] == asdict(replace(small, out=str(out)))
-    assert json.loads((out / "config.json").read_text()) == result["config"]
-    assert json.loads((out / "result.json").read_text())["valid_perplexity"] == result["valid_perplexity"]
+    saved = checkpoint.read(out)
+    assert (saved.workload, saved.model_name, saved.vocab) == ("train", "udacity",
+                                                               " abcdefghijklmnopqrstuvwxyz")
+    assert saved.config == result["config"]
+    assert saved.model_config == {"nodes": 8, "cell": "lstm", "backend": "fused",
+                                  "init": small.init}
+    assert json.loads((out / "result.json").read_text()) == json.loads(json.dumps(result))
     records = metrics(out)
     assert [r["step"] for r in records] == [0, 10, 20]
-    assert all(len(r["sample"]) == 80 and set(r["sample"]) <= set(" abcdefghijklmnopqrstuvwxyz") for r in records)
-    assert load_checkpoint(out / "checkpoint.pt")["step"] == 30
+    assert saved.training["metrics"] == records
+    assert all(len(r["sample"]) == 80 and set(r["sample"]) <= set(" abcdefghijklmnopqrstuvwxyz")
+               for r in records)
+    assert saved.training["step"] == 30
 
 
 def test_same_seed_same_result_other_seed_other_result(small):
@@ -111,16 +112,18 @@ def test_resume_ends_where_the_uninterrupted_run_does(small, tmp_path, dtype):
 
 def test_ctrl_c_saves_a_whole_step_and_resumes(small, tmp_path):
     out = tmp_path / "run"
+    handler = signal.getsignal(signal.SIGINT)
 
     def press_ctrl_c(step, ppl):
         if step == 12:
             os.kill(os.getpid(), signal.SIGINT)
 
-    with pytest.raises(TrainingInterrupted) as info:
-        train(replace(small, out=str(out)), milestones=[12], on_milestone=press_ctrl_c, progress=False)
-    assert info.value.step == 12 and "--resume" in str(info.value)
-    assert load_checkpoint(out / "checkpoint.pt")["step"] == 12
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(Interrupted) as info:
+        train(replace(small, out=str(out)), milestones=[12], on_milestone=press_ctrl_c,
+              progress=False)
+    assert "after 12 steps" in str(info.value) and f"--resume {out}" in str(info.value)
+    assert info.value.checkpoint == out / "checkpoint.pt" and saved_step(out) == 12
+    assert signal.getsignal(signal.SIGINT) is handler
     resumed = train(resume_config(out), progress=False)
     assert resumed["valid_perplexity"] == pytest.approx(train(small, progress=False)["valid_perplexity"], rel=1e-6)
     assert [r["step"] for r in metrics(out)] == [0, 10, 20]
@@ -135,18 +138,23 @@ def test_milestones_are_what_shorter_runs_report(small):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_fused_and_reference_give_the_same_losses(small, tmp_path, cell):
-    """The fused backend runs each step as one charlstm.ops.lm_sgd_step; the others through autograd."""
-    losses = {}
-    for backend in ("fused", "reference", "torch"):
-        out = tmp_path / backend
-        config = replace(small, cell=cell, lr=small.lr if cell == "lstm" else 1.0, backend=backend, steps=10,
-                         summary_frequency=1, out=str(out))
+def test_backends_train_to_the_same_losses_within_float32_rounding(small, tmp_path, cell):
+    """Ten steps from the same weights. The fused backend runs each step as one
+    charlstm.ops.lm_sgd_step, the others through autograd; in float32 each may be off the float64
+    reference by at most twice what the reference itself is off in float32 (plus 1e-6)."""
+    def losses(backend, dtype):
+        out = tmp_path / f"{backend}-{dtype}"
+        config = replace(small, cell=cell, lr=small.lr if cell == "lstm" else 1.0,
+                         backend=backend, dtype=dtype, steps=10, summary_frequency=1,
+                         out=str(out))
         train(config, progress=False)
-        losses[backend] = [r["loss"] for r in metrics(out)]
-    assert len(losses["fused"]) == 10
-    np.testing.assert_allclose(losses["fused"], losses["reference"], rtol=1e-5)
-    np.testing.assert_allclose(losses["torch"], losses["reference"], rtol=1e-5)
+        return np.array([r["loss"] for r in metrics(out)])
+
+    exact = losses("reference", "float64")
+    assert len(exact) == 10
+    allowed = 2 * np.abs(losses("reference", "float32") - exact).max() + 1e-6 * exact.max()
+    for backend in ("fused", "torch"):
+        assert np.abs(losses(backend, "float32") - exact).max() <= allowed, backend
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
@@ -158,11 +166,11 @@ def test_other_cells_learn(small, cell):
 
 def test_divergence_stops_with_advice_and_keeps_the_last_good_checkpoint(small, tmp_path):
     out = tmp_path / "run"
-    with pytest.raises(TrainingDiverged, match=r"at step \d+: lower --lr .* or --clip") as info:
-        train(replace(small, lr=1e38, clip=1e38, summary_frequency=1, out=str(out)), progress=False)
+    with pytest.raises(Diverged, match=r"at step \d+; lower --lr .* or --clip") as info:
+        train(replace(small, lr=1e38, clip=1e38, summary_frequency=1, out=str(out)),
+              progress=False)
     assert "last good checkpoint" in str(info.value)
-    saved = load_checkpoint(out / "checkpoint.pt")
-    assert all(torch.isfinite(t).all() for t in saved["model"].values())
+    assert all(torch.isfinite(t).all() for t in checkpoint.read(out).state_dict.values())
 
 
 def test_too_short_text(small, tmp_path):
@@ -197,6 +205,14 @@ def test_resume_keeps_the_run_definition(small, tmp_path):
         resume_config(tmp_path / "elsewhere")
 
 
+def test_a_speech_run_does_not_resume_as_a_train_run(small, tmp_path):
+    from helpers import write_model
+    write_model(tmp_path / "speech", "lstm-seq", " abc")
+    with pytest.raises(ValueError, match="holds a `charlstm speech` run"):
+        train(replace(small, resume=str(tmp_path / "speech"), out=str(tmp_path / "speech")),
+              progress=False)
+
+
 def test_a_new_run_never_overwrites_a_saved_one(small, tmp_path):
     out = tmp_path / "run"
     train(replace(small, steps=5, out=str(out)), progress=False)
@@ -212,4 +228,4 @@ def test_resume_into_another_folder_keeps_the_summaries(small, tmp_path):
         f.write('{"step": 2')  # a line cut short by a kill
     train(resume_config(tmp_path / "a", steps=25, out=str(tmp_path / "b")), progress=False)
     assert [r["step"] for r in metrics(tmp_path / "b")] == [0, 10, 20]
-    assert load_checkpoint(tmp_path / "a" / "checkpoint.pt")["step"] == 15
+    assert saved_step(tmp_path / "a") == 15

@@ -1,2 +1,2 @@
-"""Data: corpora for the character models (text8 and plain text, normalised to text8 form, and
-batching), speech corpora kept as written, and the generated strings of the calculator tasks."""
+"""Data: the one corpus reader (corpus.py) and its downloads, the text8 form of a corpus and the
+assignment's batches, a model's vocabulary, and the generated strings of the calculator tasks."""

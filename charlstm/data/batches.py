@@ -20,11 +20,6 @@ def encode(text: bytes) -> np.ndarray:
     return _IDS[np.frombuffer(text, dtype=np.uint8)]
 
 
-def decode(ids) -> str:
-    """Characters of a sequence of ids."""
-    return bytes(TEXT8_ALPHABET[int(i)] for i in ids).decode("ascii")
-
-
 class BatchGenerator:
     """The assignment's BatchGenerator, vectorised, returning int64 ids [unrollings + 1, batch].
 

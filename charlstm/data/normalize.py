@@ -48,3 +48,14 @@ def normalize_text8(text: str) -> tuple[bytes, NormalizeReport]:
     changed = len(text) - sum(text.count(c) for c in TEXT8_ALPHABET.decode())
     normalised = _OUTSIDE.sub(" ", text.translate(_TABLE)).encode("ascii")
     return normalised, NormalizeReport(len(text), len(normalised), changed)
+
+
+def text8_form(documents) -> tuple[bytes, NormalizeReport | None]:
+    """The documents joined by a space, in text8 form; the report is None when they already were
+    (text8 itself is read as it is, without a pass over its 100 MB)."""
+    text = " ".join(documents)
+    if text.isascii():
+        raw = text.encode("ascii")
+        if is_text8_form(raw):
+            return raw, None
+    return normalize_text8(text)

@@ -13,8 +13,9 @@ import statistics
 from pathlib import Path
 
 from charlstm.checkpoint import atomic_write_bytes
+from charlstm.sweep import plots
+from charlstm.sweep.claims import MANIFEST, STUDY_ATTR, sqlite_url
 
-STUDY_ATTR = "charlstm_sweep"
 CSV_NAME = "trials.csv"
 REPORT_NAME = "report.md"
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
@@ -280,7 +281,6 @@ def _level_off(param, e) -> str:
 
 
 def _study_section(out: Path, name: str, grid: dict, rows: list) -> list:
-    from charlstm import plots
     swept = list(grid["swept"])
     n_runs = len([r for r in rows if r["study"] == name])
     described = ", ".join(f"{k} {grid['swept'][k]}" for k in swept)
@@ -324,7 +324,7 @@ def _study_section(out: Path, name: str, grid: dict, rows: list) -> list:
 def write_report(out, storage: str | None = None, studies: list | None = None) -> str:
     """Write trials.csv, the plots and report.md into `out`; return the report's path."""
     out = Path(out)
-    manifest = out / "sweep.json"
+    manifest = out / MANIFEST
     if studies is None or storage is None:
         if not manifest.is_file():
             raise ValueError(f"{out} holds no sweep (no sweep.json): pass the output folder of "
@@ -332,7 +332,7 @@ def write_report(out, storage: str | None = None, studies: list | None = None) -
         saved = json.loads(manifest.read_text())
         studies = studies or saved["studies"]
         if storage is None and saved["storage"] is None:
-            storage = f"sqlite:///{out.resolve() / 'sweep.db'}"
+            storage = sqlite_url(out)
         elif storage is None:
             if "***" in saved["storage"]:
                 raise ValueError("the sweep's storage URL has a password that is not saved: "

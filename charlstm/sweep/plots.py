@@ -1,4 +1,6 @@
-"""Figures of a sweep: perplexity against one parameter, or a heatmap and surface over two."""
+"""Figures of a sweep: perplexity against one parameter, or a heatmap and surface over two.
+
+Each function writes a PNG and returns the matplotlib Figure it drew."""
 
 import io
 import math
@@ -22,14 +24,16 @@ def powers_of_two(values) -> bool:
         return False
 
 
-def _save(fig, path) -> None:
+def _save(fig, path):
+    """Write the figure as a PNG and return it (closed to pyplot, still there to look at)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
     atomic_write_bytes(path, buffer.getvalue())
+    return fig
 
 
-def line(path, param: str, points: list, title: str = "") -> None:
+def line(path, param: str, points: list, title: str = ""):
     """Mean validation perplexity against `param` with its 95% interval over seeds.
 
     `points`: dicts with value, mean, low, high (None without an interval) and runs (the
@@ -57,11 +61,11 @@ def line(path, param: str, points: list, title: str = "") -> None:
     ax.set_title(title or f"validation perplexity vs {param}")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    return _save(fig, path)
 
 
 def heatmap(path, x_param: str, y_param: str, xs: list, ys: list, grid: list,
-            title: str = "") -> None:
+            title: str = ""):
     """Mean perplexity for every (x, y), written in its cell; `grid[j][i]` is at (xs[i], ys[j])."""
     plt = _pyplot()
     import numpy as np
@@ -81,7 +85,7 @@ def heatmap(path, x_param: str, y_param: str, xs: list, ys: list, grid: list,
                 ax.text(i, j, f"{data[j, i]:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if data[j, i] > middle else "black")
     ax.set_title(title or f"validation perplexity: {y_param} x {x_param}")
-    _save(fig, path)
+    return _save(fig, path)
 
 
 def _axis(values):
@@ -94,7 +98,7 @@ def _axis(values):
 
 
 def surface(path, x_param: str, y_param: str, xs: list, ys: list, grid: list,
-            title: str = "") -> None:
+            title: str = ""):
     """The same means as a 3D surface (log2 axes for powers of two)."""
     plt = _pyplot()
     import numpy as np
@@ -111,4 +115,4 @@ def surface(path, x_param: str, y_param: str, xs: list, ys: list, grid: list,
     ax.set_ylabel(y_param)
     ax.set_zlabel("validation perplexity")
     ax.set_title(title or f"validation perplexity: {y_param} x {x_param}")
-    _save(fig, path)
+    return _save(fig, path)

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from charlstm.data.speeches import COPS_URL_ENV, Corpus, Vocab, load_corpus, strip_metadata
+from charlstm.data.corpus import Corpus, decode, read_corpus, strip_metadata
+from charlstm.data.download import COPS_URL_ENV, DownloadError
+from charlstm.data.normalize import text8_form
+
+
 
 WORDS = "the nation we our people é will “change” work and freedom".split()
 
@@ -27,25 +31,6 @@ def test_strip_metadata_keeps_a_president_line_that_is_not_first():
     assert strip_metadata("Hello.\nPresident: someone\n") == "Hello.\nPresident: someone"
 
 
-def test_vocab_is_sorted_keeps_unicode_and_round_trips():
-    text = "“Éa” ba\n…"
-    vocab = Vocab.from_text(text)
-    assert vocab.chars == sorted(set(text))
-    assert vocab.decode(vocab.encode(text)) == text
-    assert Vocab(list(vocab.chars)) == vocab
-
-
-def test_vocab_names_unknown_characters():
-    with pytest.raises(ValueError, match=r"'z', 'q'"):
-        Vocab.from_text("abc").encode("azqz")
-
-
-@pytest.mark.parametrize("bad", [[], ["ab"], ["a", "a"]])
-def test_vocab_rejects_malformed_lists(bad):
-    with pytest.raises(ValueError):
-        Vocab(bad)
-
-
 def write_speeches(root: Path, docs: dict):
     for name, text in docs.items():
         path = root / name
@@ -57,8 +42,8 @@ def test_directory_zip_and_single_file_give_the_same_text(tmp_path):
     docs = {"b/2.txt": "President: B\n\n" + speech(2), "a.txt": "President: A\n\n" + speech(1),
             "b/notes.md": "not a transcript"}
     write_speeches(tmp_path / "dir", docs)
-    from_dir = load_corpus(tmp_path / "dir")
-    assert from_dir.documents == 2
+    from_dir = read_corpus(tmp_path / "dir")
+    assert len(from_dir.documents) == 2
     assert from_dir.text == speech(1) + "\n" + speech(2)
     assert "President" not in from_dir.text and "not a transcript" not in from_dir.text
 
@@ -66,27 +51,28 @@ def test_directory_zip_and_single_file_give_the_same_text(tmp_path):
     with zipfile.ZipFile(archive, "w") as z:
         for name, text in docs.items():
             z.writestr("corpus/" + name, text)
-    assert load_corpus(archive).text == from_dir.text
+    assert read_corpus(archive).text == from_dir.text
 
     single = tmp_path / "one.txt"
     single.write_text("President: A\n\n" + speech(1), encoding="utf-8")
-    assert load_corpus(single).text == speech(1)
+    assert read_corpus(single).text == speech(1)
 
 
 def test_validation_is_the_last_tenth_in_one_block():
-    corpus = Corpus("abcdefghij" * 10, Vocab.from_text("abcdefghij"), 1, "x")
+    corpus = Corpus(["abcdefghij" * 10], "x")
     train, valid = corpus.split(0.1)
     assert train + valid == corpus.text and len(valid) == 10 and valid == corpus.text[-10:]
 
 
 @pytest.mark.parametrize("setup, message", [
-    (lambda p: p, "no .txt files"),
-    (lambda p: p / "missing", "does not exist"),
+    (lambda p: p, "the folder has no .txt files"),
+    (lambda p: p / "missing", "no such file or folder"),
     (lambda p: (p / "t.txt").write_text("President: X\n\n") and p / "t.txt", "no text"),
+    (lambda p: (p / "e.txt").write_bytes(b"") or p / "e.txt", "no text"),
 ])
 def test_bad_corpora_get_clear_errors(tmp_path, setup, message):
     with pytest.raises(ValueError, match=message):
-        load_corpus(setup(tmp_path))
+        read_corpus(setup(tmp_path))
 
 
 def cops_zip() -> bytes:
@@ -130,14 +116,14 @@ def test_cops_downloads_once_caches_and_selects_a_president(tmp_path, monkeypatc
     base, routes, requests = server
     routes["/cops.zip"] = (200, cops_zip())
     monkeypatch.setenv("CHARLSTM_HOME", str(tmp_path / "home"))
-    corpus = load_corpus("cops:obama", cops_url=base + "/cops.zip", progress=False)
-    assert corpus.documents == 2
+    corpus = read_corpus("cops:obama", cops_url=base + "/cops.zip", progress=False)
+    assert len(corpus.documents) == 2
     assert corpus.text == speech(3) + "\n" + speech(4)
     assert len(list((tmp_path / "home").rglob("*.zip"))) == 1
 
     monkeypatch.setenv(COPS_URL_ENV, base + "/never-asked")
-    assert load_corpus("cops:Barack Obama", progress=False).text == corpus.text
-    assert load_corpus("cops:all", progress=False).documents == 3
+    assert read_corpus("cops:Barack Obama", progress=False).text == corpus.text
+    assert len(read_corpus("cops:all", progress=False).documents) == 3
     assert requests == ["/cops.zip"]
 
 
@@ -146,7 +132,7 @@ def test_cops_url_comes_from_the_environment(tmp_path, monkeypatch, server):
     routes["/env.zip"] = (200, cops_zip())
     monkeypatch.setenv("CHARLSTM_HOME", str(tmp_path))
     monkeypatch.setenv(COPS_URL_ENV, base + "/env.zip")
-    assert load_corpus("cops:lincoln", progress=False).text == speech(5)
+    assert read_corpus("cops:lincoln", progress=False).text == speech(5)
     assert requests == ["/env.zip"]
 
 
@@ -155,21 +141,76 @@ def test_cops_unknown_president_lists_the_folders(tmp_path, monkeypatch, server)
     routes["/cops.zip"] = (200, cops_zip())
     monkeypatch.setenv("CHARLSTM_HOME", str(tmp_path))
     with pytest.raises(ValueError, match="lincoln, obama"):
-        load_corpus("cops:washington", cops_url=base + "/cops.zip", progress=False)
+        read_corpus("cops:washington", cops_url=base + "/cops.zip", progress=False)
 
 
 def test_cops_that_is_not_a_zip_is_not_cached(tmp_path, monkeypatch, server):
     base, routes, _ = server
     routes["/page"] = (200, b"<html>login first</html>")
     monkeypatch.setenv("CHARLSTM_HOME", str(tmp_path))
-    with pytest.raises(ValueError, match="did not return a zip"):
-        load_corpus("cops:obama", cops_url=base + "/page", progress=False)
+    with pytest.raises(DownloadError, match="did not return a zip"):
+        read_corpus("cops:obama", cops_url=base + "/page", progress=False)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
 def test_cops_download_failure_says_how_to_go_on(tmp_path, monkeypatch, server):
     base, _, _ = server
     monkeypatch.setenv("CHARLSTM_HOME", str(tmp_path))
-    with pytest.raises(ValueError, match="--cops-url"):
-        load_corpus("cops:obama", cops_url=base + "/gone", progress=False)
+    with pytest.raises(DownloadError, match="--cops-url"):
+        read_corpus("cops:obama", cops_url=base + "/gone", progress=False)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_a_zip_of_one_file_is_that_file_as_text8_zip_is(tmp_path):
+    path = tmp_path / "t.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("text8", " anarchism originated")
+    corpus = read_corpus(path, progress=False)
+    assert corpus.documents == [" anarchism originated"]
+    assert text8_form(corpus.documents) == (b" anarchism originated", None)
+
+
+@pytest.mark.parametrize("members, message", [
+    ({}, "holds no .txt files"),
+    ({"a": "one", "b": "two"}, "holds no .txt files"),
+])
+def test_a_zip_without_text_members_is_refused(tmp_path, members, message):
+    path = tmp_path / "e.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in members.items():
+            z.writestr(name, text)
+    with pytest.raises(ValueError, match=message):
+        read_corpus(path, progress=False)
+
+
+def test_a_folder_is_read_recursively_in_path_order(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x.txt").write_text("third")
+    (tmp_path / "a.txt").write_text("second")
+    (tmp_path / "a-c.txt").write_text("first")  # '-' sorts before '.'
+    (tmp_path / "notes.md").write_text("skipped")
+    assert read_corpus(tmp_path).documents == ["first", "second", "third"]
+
+
+@pytest.mark.parametrize("data, message", [
+    ("caf\u00e9 au lait".encode("latin-1"),
+     "x.txt is not UTF-8 text: undecodable byte 0xe9 at offset 3"),
+    ("text".encode("utf-16"), "x.txt is not text: it holds a NUL byte at offset"),
+    (b"\x00\x01\x02binary", "x.txt is not text: it holds a NUL byte at offset 0"),
+])
+def test_what_is_not_utf8_text_is_refused_with_the_file_and_the_byte(data, message):
+    with pytest.raises(ValueError, match=message):
+        decode("x.txt", data)
+
+
+def test_a_byte_order_mark_and_windows_line_ends_are_read_as_text(tmp_path):
+    (tmp_path / "w.txt").write_bytes("\ufeffone\r\ntwo\r\n".encode("utf-8"))
+    assert read_corpus(tmp_path / "w.txt").documents == ["one\ntwo"]
+
+
+def test_train_reads_the_same_documents_in_text8_form(tmp_path):
+    (tmp_path / "b.txt").write_text("second")
+    (tmp_path / "a.txt").write_text("President: Barack Obama\n\nThank you, 2 times.")
+    text, report = text8_form(read_corpus(tmp_path).documents)
+    assert text == b"thank you two times second"
+    assert report.changed_chars > 0

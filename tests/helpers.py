@@ -1,0 +1,170 @@
+"""What several test files share: generated corpora, small checkpoints, a stand-in trainer for
+the sweep, the command line in a subprocess, and the language-model step's specification."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at "
+         "which").split()
+
+
+def words(chars: int = 6000, seed: int = 0, vocabulary=WORDS) -> str:
+    """Words drawn at random (seeded) until the text is `chars` characters long or a bit more."""
+    rng = random.Random(seed)
+    out = []
+    while sum(len(w) + 1 for w in out) < chars:
+        out.append(rng.choice(vocabulary))
+    return " ".join(out)
+
+
+def write_text(path, chars: int = 6000, seed: int = 0, vocabulary=WORDS) -> Path:
+    path = Path(path)
+    path.write_text(words(chars, seed, vocabulary))
+    return path
+
+
+def write_model(folder, name: str, vocab, workload: str = "speech", **config):
+    """A freshly initialised model saved as a checkpoint in `folder`; returns the model."""
+    from charlstm import checkpoint
+    from charlstm.models import build_model
+
+    torch.manual_seed(len(str(folder)))
+    config = {"embedding": 8, "hidden": 16, **config}
+    model = build_model(name, len(vocab), **config)
+    checkpoint.save(folder, checkpoint.describe(workload, name, config, "".join(vocab), {}),
+                    model.state_dict())
+    return model
+
+
+def charlstm(*args, cwd=None, timeout=300, **env):
+    """`charlstm ARGS` in a fresh process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "charlstm_cli.main", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, **env})
+
+
+# A stand-in trainer for the sweep: it trains nothing, so the sweep's tests run in seconds.
+
+def fake_perplexity(config, steps):
+    return (3.0 + 20.0 / config.nodes + 2.0 / config.unrollings + 100.0 / steps
+            + 0.01 * ((config.seed * 7919) % 13))
+
+
+def fake_train(config, milestones=None, progress=True):
+    """Records each call in $CHARLSTM_TEST_CALLS; the first run with $CHARLSTM_TEST_BLOCK nodes
+    blocks (until killed); runs with $CHARLSTM_TEST_FAIL nodes raise."""
+    calls = os.environ.get("CHARLSTM_TEST_CALLS")
+    point = {"nodes": config.nodes, "unrollings": config.unrollings, "seed": config.seed,
+             "steps": config.steps}
+    if calls:
+        Path(calls, uuid.uuid4().hex).write_text(json.dumps({**point, "pid": os.getpid(),
+                                                             "threads": config.threads}))
+    if os.environ.get("CHARLSTM_TEST_BLOCK") == str(config.nodes):
+        try:  # only the first run of that point blocks, until the test kills it
+            marker = os.open(Path(calls, "blocked"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            marker = None
+        if marker is not None:
+            os.write(marker, str(os.getpid()).encode())
+            os.close(marker)
+            time.sleep(600)
+    if os.environ.get("CHARLSTM_TEST_FAIL") == str(config.nodes):
+        raise RuntimeError(f"loss became NaN at nodes {config.nodes}")
+    return {"valid_perplexity": fake_perplexity(config, config.steps), "valid_bpc": 1.5,
+            "steps": config.steps, "train_seconds": 0.01, "seconds": 0.02,
+            "tokens_per_second": 1000.0,
+            "milestones": {m: fake_perplexity(config, m) for m in (milestones or [])}}
+
+
+def calls_by_point(folder) -> dict:
+    """How often fake_train ran each (nodes, unrollings, seed)."""
+    counts = {}
+    for path in Path(folder).iterdir():
+        if path.name == "blocked":
+            continue
+        call = json.loads(path.read_text())
+        key = (call["nodes"], call["unrollings"], call["seed"])
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def complete_trials(url, name):
+    import optuna
+    from optuna.trial import TrialState
+    study = optuna.load_study(study_name=name, storage=url)
+    return [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+
+
+def small_grid(name="sweep", repeats=2):
+    from charlstm import sweep
+    return sweep.make_grid({"nodes": "2,4,8", "unrollings": "1,2"}, repeats=repeats, name=name)
+
+
+# The language-model step (charlstm.ops.lm_sgd_step) and its specification, which
+# tests/test_lm_step.py and the per-build check of tests/test_ops.py compare.
+
+LM_STEP_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+def make(cell, T, B, V, H, dtype=torch.float64, device="cpu", bias=(True, True), seed=0):
+    """Random inputs of one language-model step: (window [T + 1, B], state, weights)."""
+    gen = torch.Generator().manual_seed(seed)
+    G = LM_STEP_GATES[cell]
+
+    def uniform(*shape, scale=0.6):
+        return ((torch.rand(*shape, generator=gen, dtype=dtype) * 2 - 1) * scale).to(device)
+
+    weights = {
+        "w_ih": uniform(G * H, V), "w_hh": uniform(G * H, H),
+        "b_ih": uniform(G * H, scale=0.2) if bias[0] else None,
+        "b_hh": uniform(G * H, scale=0.2) if bias[1] else None,
+        "w_out": uniform(H, V), "b_out": uniform(V, scale=0.2),
+    }
+    window = torch.randint(0, V, (T + 1, B), generator=gen).to(device)
+    state = tuple(uniform(B, H, scale=0.5) for _ in range(2 if cell == "lstm" else 1))
+    return window, state, weights
+
+
+def autograd_step(cell, window, state, weights, lr, clip):
+    """The specification: -> loss, norm, logits, new weights (dict), new state."""
+    from charlstm import reference
+
+    w = {k: None if v is None else v.clone().requires_grad_() for k, v in weights.items()}
+    rec = (w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"])
+    if cell == "lstm":
+        y, new_state = reference.lstm(window[:-1], state[0], state[1], *rec)
+    elif cell == "gru":
+        y, h = reference.gru(window[:-1], state[0], *rec)
+        new_state = (h,)
+    else:
+        y, h = reference.rnn(window[:-1], state[0], *rec, nonlinearity=cell.split("_")[1])
+        new_state = (h,)
+    logits = y.reshape(-1, y.shape[-1]) @ w["w_out"] + w["b_out"]
+    loss = F.cross_entropy(logits, window[1:].reshape(-1))
+    loss.backward()
+    leaves = [v for v in w.values() if v is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v.grad) for v in leaves]))
+    scale = clip / max(norm.item(), clip) if clip > 0 else 1.0
+    with torch.no_grad():
+        new = {k: None if v is None else v - lr * scale * v.grad for k, v in w.items()}
+    return loss.detach(), norm, logits.detach(), new, tuple(s.detach() for s in new_state)
+
+
+def fused_step(cell, window, state, weights, lr, clip):
+    """The same step as one charlstm.ops.lm_sgd_step on copies of the weights."""
+    from charlstm import ops
+
+    w = {k: None if v is None else v.clone() for k, v in weights.items()}
+    loss, norm, logits, new_state = ops.lm_sgd_step(window, state, w["w_ih"], w["w_hh"],
+                                                    w["b_ih"], w["b_hh"], w["w_out"], w["b_out"],
+                                                    cell=cell, lr=lr, clip=clip)
+    return loss, norm, logits, w, new_state
+
+
