@@ -109,3 +109,17 @@ def gru_states(x, h0, w_ih, w_hh, b_ih=None, b_hh=None):
         ys.append(h)
         gates.append(torch.cat(g, dim=-1))
     return torch.stack(ys), torch.stack(gates)
+
+
+def layers(x, hx, weights, *, cell, bias=True, dropout=0.0):
+    """Every layer of a recurrent module: each layer reads the one below, through F.dropout
+    between layers (as torch.nn's modules, lower layers first); hx holds [L, B, H] tensors."""
+    per = 4 if bias else 2
+    step = {"lstm": lstm, "gru": gru, "rnn_tanh": rnn, "rnn_relu": lambda *a: rnn(*a, nonlinearity="relu")}[cell]
+    finals, inputs, count = [], x, len(weights) // per
+    for layer in range(count):
+        w = list(weights[layer * per:(layer + 1) * per]) + ([] if bias else [None, None])
+        y, final = step(inputs, *(h[layer] for h in hx), *w)
+        finals.append(final if isinstance(final, tuple) else (final,))
+        inputs = F.dropout(y, dropout, training=True) if dropout > 0 and layer + 1 < count else y
+    return y, tuple(torch.stack([f[k] for f in finals]) for k in range(len(hx)))
