@@ -9,6 +9,7 @@
 // code straight to the default clone, so the AVX2 clone of a loop called from at::parallel_for's
 // lambda never ran.
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -344,9 +345,12 @@ Simd detect_simd() {
                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
     Simd best = avx512 ? Simd::Avx512 : avx2 ? Simd::Avx2 : Simd::Baseline;
     const char* wanted = std::getenv("CHARLSTM_CPU_SIMD");
-    if (wanted != nullptr && std::strcmp(wanted, "baseline") == 0) return Simd::Baseline;
-    if (wanted != nullptr && std::strcmp(wanted, "avx2") == 0 && best == Simd::Avx512) return Simd::Avx2;
-    return best;
+    if (wanted == nullptr || *wanted == '\0' || std::strcmp(wanted, "avx512") == 0) return best;
+    if (std::strcmp(wanted, "baseline") == 0) return Simd::Baseline;
+    TORCH_CHECK_VALUE(std::strcmp(wanted, "avx2") == 0, "CHARLSTM_CPU_SIMD=", wanted,
+                      " is not a build of the CPU kernels; set it to avx512, avx2 or baseline, ",
+                      "or unset it");
+    return best == Simd::Avx512 ? Simd::Avx2 : best;
 }
 
 Simd active_simd() {
