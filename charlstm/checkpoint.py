@@ -46,12 +46,30 @@ class NotACheckpoint(ValueError):
     """A path that holds no charlstm checkpoint; the message says what was found instead."""
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (/proc), since setting
+    it to read it races with threads that create files meanwhile."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the new one, never a part."""
+    """Write `data` to `path` so that a reader sees the old file or the new one, never a part.
+    The file gets the mode a plain open() would give it (0666 less the umask), not mkstemp's
+    0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

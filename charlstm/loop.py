@@ -18,6 +18,7 @@ calls these pieces where it needs them:
 
 import json
 import math
+import re
 import signal
 import sys
 import threading
@@ -161,6 +162,11 @@ class RunFolder:
     """A run's folder: checkpoint.json and checkpoint.pt, metrics.jsonl (one JSON object per
     summary, also kept in the checkpoint) and result.json. With no path it saves nothing."""
 
+    # The temporary files of checkpoint.atomic_write_bytes for the files above; a process killed
+    # while writing leaves one behind, which the next start in the folder removes.
+    _LEFT_BEHIND = re.compile(r"\.(checkpoint\.json|checkpoint\.pt|metrics\.jsonl|result\.json)"
+                              r"\..+\.tmp")
+
     def __init__(self, path):
         self.path = Path(path) if path is not None else None
         self.records = []
@@ -176,10 +182,14 @@ class RunFolder:
         """Begin (or resume with the metrics the checkpoint holds): metrics.jsonl is rewritten
         to them, so a summary logged after the checkpoint is not listed twice."""
         self.records = list(records)
-        if self.path is not None:
-            self.path.mkdir(parents=True, exist_ok=True)
-            checkpoint.atomic_write_bytes(self.path / METRICS, "".join(
-                json.dumps(r) + "\n" for r in self.records).encode())
+        if self.path is None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        for left in self.path.iterdir():
+            if self._LEFT_BEHIND.fullmatch(left.name):
+                left.unlink(missing_ok=True)
+        checkpoint.atomic_write_bytes(self.path / METRICS, "".join(
+            json.dumps(r) + "\n" for r in self.records).encode())
 
     def log(self, record: dict) -> None:
         self.records.append(record)

@@ -2,6 +2,7 @@ import json
 import math
 import os
 import signal
+import stat
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -228,3 +229,22 @@ def test_resume_into_another_folder_keeps_the_summaries(small, tmp_path):
     train(resume_config(tmp_path / "a", steps=25, out=str(tmp_path / "b")), progress=False)
     assert [r["step"] for r in metrics(tmp_path / "b")] == [0, 10, 20]
     assert saved_step(tmp_path / "a") == 15
+
+
+def test_run_files_follow_the_umask_and_temp_files_of_a_killed_write_are_removed(small, tmp_path):
+    run = tmp_path / "run"
+    old = os.umask(0o027)
+    try:
+        train(replace(small, steps=10, out=str(run)), progress=False)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run.iterdir()}
+    assert modes == dict.fromkeys(["checkpoint.json", "checkpoint.pt", "metrics.jsonl",
+                                   "result.json"], 0o640)
+    # What a SIGKILL in the middle of checkpoint.atomic_write_bytes leaves behind.
+    for name in (".checkpoint.pt.k2x8_1.tmp", ".checkpoint.json.a9b.tmp", ".result.json.q.tmp"):
+        (run / name).write_bytes(b"cut short")
+    (run / "notes.tmp").write_text("the user's own")
+    train(resume_config(run, steps=20), progress=False)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.json", "checkpoint.pt",
+                                                      "metrics.jsonl", "notes.tmp", "result.json"]
