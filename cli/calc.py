@@ -56,5 +56,6 @@ def study(
     result = run_study(config, parse_models(models),
                        parse_int_list(hidden, "--hidden") if hidden is not None else None,
                        parse_int_list(length, "--length") if length is not None else None,
-                       out if out is not None else f"{RUNS_DIR}/calc-study-{config.task}", log=stderr_log)
+                       out if out is not None else f"{RUNS_DIR}/calc-study-{config.task}",
+                       log=stderr_log)
     print(summary_json(result) if json_output else describe_study(result))
