@@ -104,6 +104,8 @@ def bench_training_step(shapes=DEFAULT_SHAPES, backends=BACKENDS, rounds=15, ste
         raise ValueError(f"--rounds and --steps-per-round must be at least 1, got {rounds} and "
                          f"{steps_per_round}")
     device = loop.device(device)
+    for shape in shapes:
+        _check_memory(shape, len(backends), device)
     timings, ratios = [], []
     for batch, hidden, unrollings in shapes:
         steps = {b: _Step(b, batch, hidden, unrollings, device, seed) for b in backends}
@@ -139,6 +141,18 @@ def bench_training_step(shapes=DEFAULT_SHAPES, backends=BACKENDS, rounds=15, ste
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+def _check_memory(shape, backends: int, device) -> None:
+    """Refuse a shape whose models cannot all be held at once, before timing anything."""
+    batch, hidden, unrollings = shape
+    weights = 4 * hidden * (VOCAB + hidden + 2) + (hidden + 1) * VOCAB
+    # Each backend's weights and gradients, the windows, and per step the gates, states and
+    # logits kept for backward (and their gradients), in float32.
+    per_backend = 4 * (2 * weights + 2 * unrollings * batch * (6 * hidden + VOCAB))
+    windows = 8 * 8 * (unrollings + 1) * batch
+    loop.check_memory(backends * per_backend + windows, device,
+                      f"--shapes {batch}x{hidden}x{unrollings}", "use smaller shapes")
 
 
 def parse_shapes(spec: str) -> list[tuple[int, int, int]]:

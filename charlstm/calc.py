@@ -24,7 +24,7 @@ import torch
 
 from charlstm import checkpoint, loop
 from charlstm.checkpoint import atomic_write_bytes
-from charlstm.config import CALCULATORS, CalcConfig
+from charlstm.config import CALCULATORS, CalcConfig, check_output_file, check_output_folder
 from charlstm.data.arith import DIGITS, ArithData, make_dataset
 from charlstm.models import make_calculator
 
@@ -100,26 +100,53 @@ def single_thread():
         torch.set_num_threads(threads)
 
 
-def train(config: CalcConfig, log=None):
+MEMORY_FIX = "lower --hidden or --n-fac"
+
+
+def _check_memory(config: CalcConfig) -> None:
+    """Refuse a calculator that cannot fit, before training it."""
+    parameters = loop.parameter_count(lambda: make_calculator(
+        config.model, len(DIGITS) + 2, config.n_fac, config.hidden, config.backend))
+    # Weights, gradients and Adam's two moments, plus the activations of a batch, which holds at
+    # most every example there is.
+    examples = max(config.samples, 10 ** (2 * min(config.digits, 2)), 2 ** min(config.length, 9))
+    needed = 4 * 4 * parameters + 3 * 4 * 4 * min(config.batch_size, examples) * config.hidden * (
+        config.length + 2 * config.digits + 1)
+    loop.check_memory(needed, loop.device("cpu"),
+                      f"--model {config.model} with --hidden {config.hidden} "
+                      f"({parameters:,} weights)", MEMORY_FIX)
+
+
+def train(config: CalcConfig, log=None, plot=None):
     """Train config.restarts seeds and keep the best; return (best model, summary dict).
 
-    `log`, if given, is called with one line per restart (the CLI sends them to stderr).
+    `log`, if given, is called with one line per restart (the CLI sends them to stderr). The
+    run is saved in config.out, by default runs/calc-TASK-TIMESTAMP (none with save False), and
+    with `plot` a PNG of the embeddings is written there; both are checked before training.
     """
+    config = replace(config)
     config.check()
-    run = loop.RunFolder(config.out)
+    if plot is not None:
+        check_output_file(plot, "--plot", "embeddings.png")
+    run = loop.RunFolder.choose(config.out, config.save, f"calc-{config.task}")
     if run.checkpoint is not None:
         raise ValueError(f"{config.out} already holds a run ({run.checkpoint.name}); pass "
                          "another --out")
-    with single_thread():
+    _check_memory(config)
+    with single_thread(), loop.memory_errors(MEMORY_FIX):
         model, summary = _train(config, log)
+    summary["plot"] = plot_embeddings(summary, plot) if plot is not None else None
     if run.path is not None:
         run.start()
+        config.out = str(run.path)
+        summary["config"]["out"] = config.out
         model_config = {"kind": config.model, "n_fac": config.n_fac, "hidden": config.hidden,
                         "backend": config.backend}
         run.save(checkpoint.describe("calc", "calculator", model_config,
                                      "".join(summary["embedding"]), asdict(config)),
                  model.state_dict(), {})
         run.finish(json.loads(summary_json(summary)))
+    summary["out"] = str(run.path) if run.path is not None else None
     return model, summary
 
 
@@ -271,7 +298,7 @@ def parse_models(text: str) -> list:
 RESULT_TYPES = {"successes": int, "success_rate": float, "valid_mse": float, "valid_accuracy": float,
                 "best_seed": int, "train_seconds": float}
 # A study's rows are keyed by every setting of a run; where a run would be saved is not one.
-SETTINGS = [f.name for f in fields(CalcConfig) if f.name != "out"]
+SETTINGS = [f.name for f in fields(CalcConfig) if f.name not in ("out", "save")]
 STUDY_FIELDS = SETTINGS + list(RESULT_TYPES)
 STUDY_DEFAULT_HIDDEN = {"count-ones": [5]}
 STUDY_DEFAULT_LENGTHS = [8, 16, 32, 64, 128]
@@ -289,8 +316,9 @@ def study(base: CalcConfig, models, hidden_sizes=None, lengths=None, out="calc-s
     count-ones. The CSV is rewritten after every cell, and a rerun with the same settings skips
     the cells it already holds, so an interrupted study resumes.
     """
-    base = replace(base, out=None)
+    base = replace(base, out=None, save=False)
     base.check()
+    check_output_folder(out, "--out")
     if not models:
         raise ValueError(f"--models needs at least one of {','.join(CALCULATORS)}")
     hidden_sizes = list(hidden_sizes or STUDY_DEFAULT_HIDDEN.get(base.task, [1, 2, 5, 10, 20, 40]))
@@ -304,6 +332,7 @@ def study(base: CalcConfig, models, hidden_sizes=None, lengths=None, out="calc-s
                for model in models for hidden in hidden_sizes for length in lengths]
     for config in configs:  # every cell is checked before the first one trains
         config.check()
+        _check_memory(config)
     out = Path(out)
     csv_path = out / "study.csv"
     done = {}

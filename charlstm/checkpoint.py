@@ -46,12 +46,30 @@ class NotACheckpoint(ValueError):
     """A path that holds no charlstm checkpoint; the message says what was found instead."""
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (/proc), since setting
+    it to read it races with threads that create files meanwhile."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the new one, never a part."""
+    """Write `data` to `path` so that a reader sees the old file or the new one, never a part.
+    The file gets the mode a plain open() would give it (0666 less the umask), not mkstemp's
+    0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -162,9 +180,20 @@ def read(path) -> Checkpoint:
     return _single_file(pt, _torch_load(pt, "cpu"))
 
 
-def find(path=None, runs=RUNS_DIR) -> Path:
+def folder_of(path) -> Path:
+    """The run folder of a checkpoint: `path` itself when it is a folder, the folder that holds
+    it when it is a run's checkpoint.pt or checkpoint.json, else `path` unchanged (a file that
+    is no run's checkpoint has no run folder)."""
+    path = Path(path)
+    if path.name in (f"{NAME}.pt", f"{NAME}.json") and path.is_file():
+        return path.parent
+    return path
+
+
+def find(path=None, runs=RUNS_DIR, usable=None) -> Path:
     """`path` itself if a file, its checkpoint.pt if a run folder (else the newest *.pt in it),
-    and without a path the newest *.pt under `runs`."""
+    and without a path the newest *.pt under `runs` for which `usable(path)` holds (any, when
+    `usable` is None)."""
     if path is not None:
         path = Path(path)
         if path.is_dir():
@@ -181,9 +210,11 @@ def find(path=None, runs=RUNS_DIR) -> Path:
         return path
     runs = Path(runs)
     found = sorted(runs.rglob("*.pt"), key=lambda p: p.stat().st_mtime) if runs.is_dir() else []
+    found = [p for p in found if usable is None or usable(p)]
     if not found:
         raise FileNotFoundError(f"no trained model under {runs}/; train one with `charlstm "
-                                "speech` or `charlstm train --out DIR`, or pass --checkpoint PATH")
+                                "train` or `charlstm speech` (they save under ./runs), or pass "
+                                "--checkpoint PATH")
     return found[-1]
 
 

@@ -9,6 +9,7 @@ here imports torch, so `charlstm --help` and a sweep's parent process start with
 """
 
 import math
+import os
 import re
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -61,6 +62,51 @@ def run_folder(name: str) -> Path:
     return Path(RUNS_DIR) / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+SAVE_HELP = ("Save the run (--no-save: save nothing, so that it cannot be resumed or sampled).")
+
+
+def _writable_ancestor(path: Path, option: str, shown) -> Path:
+    """The nearest folder that exists at or above `path`, once it is known to be writable."""
+    ancestor = path
+    while not ancestor.exists() and not ancestor.is_symlink() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{option} {shown}: {ancestor} is a file, so nothing can be written "
+                         "under it; pass another path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {shown}: cannot write in {ancestor} (no permission, or a "
+                         "read-only file system); pass a path you can write to")
+    return ancestor
+
+
+def check_output_folder(path, option: str = "--out") -> None:
+    """Raise ValueError, naming `option`, when `path` cannot become a folder that results are
+    written into (it is a file, lies under a file, or lies where nothing may be written), so
+    that a command fails before its work and not after."""
+    if not str(path).strip():
+        raise ValueError(f"{option} is empty; pass a folder")
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{option} {path} is a file, not a folder; pass a folder (it is made "
+                         "if it does not exist)")
+    _writable_ancestor(folder, option, path)
+
+
+def check_output_file(path, option: str, example: str = "result") -> None:
+    """Raise ValueError, naming `option`, when a result cannot be written to the file `path`
+    (`example` is a file name to suggest when `path` is a folder)."""
+    if not str(path).strip():
+        raise ValueError(f"{option} is empty; pass a file name, such as {example}")
+    file = Path(path)
+    if str(path).endswith(os.sep) or file.is_dir():
+        raise ValueError(f"{option} {path} is a folder; pass a file name, such as "
+                         f"{file / example}")
+    _writable_ancestor(file.parent, option, path)
+    if file.exists() and not os.access(file, os.W_OK):
+        raise ValueError(f"{option} {path}: the file cannot be written (no permission); pass "
+                         "another path")
+
+
 def check_choice(option_name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{option_name} must be one of {', '.join(map(str, choices))}; "
@@ -73,11 +119,43 @@ def check_backend(backend: str, option_name: str = "--backend") -> str:
     return backend
 
 
+# The largest count any option may ask for: sizes beyond it overflow the products of sizes that
+# the kernels index with, long before memory runs out.
+MAX_COUNT = 2 ** 31 - 1
+
+
 def _at_least(config, names, low: int = 1) -> None:
     for name in names:
         value = getattr(config, name)
         if value is not None and value < low:
             raise ValueError(f"{flag(type(config), name)} must be at least {low}, got {value}")
+        if value is not None and value > MAX_COUNT:
+            raise ValueError(f"{flag(type(config), name)} must be at most {MAX_COUNT:,}, got "
+                             f"{value}")
+
+
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: int | None, option: str = "--threads") -> None:
+    """More threads than cores only slows torch down, and a careless 100000 hangs it."""
+    if threads is not None and threads > cores():
+        raise ValueError(f"{option} {threads} is more than the {cores()} cores here; pass at most "
+                         f"{cores()}, or leave it out for torch's default")
+
+
+def _not_empty(config, names) -> None:
+    """An empty path would mean the current folder, which no one means by it."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and not str(value).strip():
+            raise ValueError(f"{flag(type(config), name)} is empty; give it a value or leave it "
+                             "out")
 
 
 def _positive(config, names) -> None:
@@ -142,15 +220,18 @@ class TrainConfig:
     device: str = option("cpu", "cpu or cuda.")
     dtype: str = option("float32", "float32 (assignment) or float64.")
     out: str | None = option(None, "Run folder for checkpoint.json, checkpoint.pt, metrics.jsonl "
-                                   "and result.json.")
-    resume: str | None = option(None, "Continue the run saved in this folder; only --steps, "
-                                      "--summary-frequency, --threads, --device and --out may "
-                                      "change.")
+                                   "and result.json. Default: runs/train-TIMESTAMP.")
+    save: bool = option(True, SAVE_HELP, flag="--save/--no-save")
+    resume: str | None = option(None, "Continue the run saved in this folder, writing into it; "
+                                      "only --steps, --summary-frequency, --threads and --device "
+                                      "may change.")
 
     def check(self) -> None:
         """Raise ValueError naming the first option that cannot work."""
+        _not_empty(self, ("data", "url", "out", "resume"))
         _at_least(self, ("nodes", "batch_size", "unrollings", "steps", "decay_steps",
                          "valid_size", "summary_frequency", "threads"))
+        check_threads(self.threads)
         _positive(self, ("lr", "decay_rate", "clip"))
         check_choice("--cell", self.cell, CELLS)
         check_backend(self.backend)
@@ -158,6 +239,27 @@ class TrainConfig:
         parse_init(self.init)
         if not _DEVICE.fullmatch(self.device):
             raise ValueError(f"--device {self.device!r} is not a device: use cpu or cuda")
+        _check_save(self)
+
+    def characters_needed(self) -> int:
+        """The shortest text, in text8 form, that this run can train and validate on."""
+        return self.valid_size + self.batch_size * (self.unrollings + 1)
+
+    def check_text(self, characters: int, source: str) -> None:
+        """Raise ValueError when a text of `characters` (text8 form) is too short for the run."""
+        needed = self.characters_needed()
+        if characters < needed:
+            raise ValueError(f"{source} has {characters:,} characters in text8 form; it needs at "
+                             f"least --valid-size + --batch-size * (--unrollings + 1) = "
+                             f"{needed:,}; pass more text or lower those options")
+
+
+def _check_save(config) -> None:
+    """--no-save and --out together mean nothing; --out must be a folder that can be written."""
+    if config.out is not None and not config.save:
+        raise ValueError(f"--no-save and --out {config.out} contradict each other; drop one")
+    if config.out is not None:
+        check_output_folder(config.out)
 
 
 @dataclass
@@ -191,14 +293,15 @@ class SpeechConfig:
     seed: int = option(0, "Random seed (init, shuffling, dropout).")
     out: str | None = option(None, "Run folder for checkpoint.json, checkpoint.pt, metrics.jsonl "
                                    "and result.json; an unfinished run there resumes. Default: "
-                                   "runs/MODEL-TIMESTAMP.")
+                                   "runs/speech-MODEL-TIMESTAMP.")
+    save: bool = option(True, SAVE_HELP, flag="--save/--no-save")
     cops_url: str | None = option(None, "Where to download the Corpus of Presidential Speeches "
                                         "zip (default: $CHARLSTM_COPS_URL or the Grammar Lab "
                                         "link).")
 
     WINDOW_BATCH, SEQUENCE_BATCH = 512, 64
     # What may differ when a rerun resumes a run folder: where things are, not what is trained.
-    WHERE = ("out", "cops_url")
+    WHERE = ("out", "save", "cops_url")
 
     def batch(self, sequence: bool) -> int:
         if self.batch_size is not None:
@@ -207,6 +310,7 @@ class SpeechConfig:
 
     def check(self) -> None:
         """Raise ValueError naming the first option that cannot work."""
+        _not_empty(self, ("corpus", "out", "cops_url"))
         check_choice("--model", self.model, SPEECH_MODELS)
         check_backend(self.backend)
         _at_least(self, ("embedding", "hidden", "layers", "bptt", "epochs_per_lr", "batch_size",
@@ -218,6 +322,7 @@ class SpeechConfig:
                              f"got {self.lrs}")
         if not 0.0 < self.valid_fraction < 1.0:
             raise ValueError(f"--valid-fraction must be between 0 and 1, got {self.valid_fraction}")
+        _check_save(self)
 
 
 @dataclass
@@ -246,10 +351,13 @@ class CalcConfig:
     seed: int = option(0, "Seed of the validation split and of the first restart.")
     backend: str = option("fused", "charlstm.nn backend of rnn / gru / lstm: " + BACKEND_HELP + ".")
     out: str | None = option(None, "Run folder for the best restart's checkpoint (checkpoint.json, "
-                                   "checkpoint.pt) and result.json.")
+                                   "checkpoint.pt) and result.json. Default: "
+                                   "runs/calc-TASK-TIMESTAMP.")
+    save: bool = option(True, SAVE_HELP, flag="--save/--no-save")
 
     def check(self) -> None:
         """Raise ValueError naming the first bad option and the fix."""
+        _not_empty(self, ("out",))
         check_choice("--task", self.task, TASKS)
         check_choice("--model", self.model, CALCULATORS)
         check_backend(self.backend)
@@ -268,6 +376,7 @@ class CalcConfig:
             raise ValueError(f"--valid-fraction must be between 0 and 1 (exclusive), got "
                              f"{self.valid_fraction}")
         _positive(self, ("lr",))
+        _check_save(self)
 
 
 def check_sampling(length: int, temperature: float, top_k: int | None) -> None:
@@ -297,6 +406,8 @@ class SampleConfig:
                                        f"{', '.join(BACKENDS)} (default: as trained).")
 
     def check(self) -> None:
+        _not_empty(self, ("checkpoint", "runs"))
+        _at_least(self, ("length", "top_k"), 0)
         check_sampling(self.length, self.temperature, self.top_k)
         if self.backend is not None:
             check_backend(self.backend)

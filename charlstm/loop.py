@@ -4,7 +4,7 @@ steps, a stop when the loss stops being a number, and the run folder the loop sa
 Each workload keeps its own loop, readable top to bottom (train.py, speech.py, calc.py), and
 calls these pieces where it needs them:
 
-    run = RunFolder(config.out)
+    run = RunFolder.choose(config.out, config.save, "train")
     with Progress("training", total=steps) as bar, deferred_interrupt() as interrupted:
         for step in ...:
             ...
@@ -16,8 +16,11 @@ calls these pieces where it needs them:
     run.finish(result)
 """
 
+import itertools
 import json
 import math
+import os
+import re
 import signal
 import sys
 import threading
@@ -26,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from charlstm import checkpoint
+from charlstm.config import check_output_folder, run_folder
 
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
@@ -89,6 +93,62 @@ def device(name: str):
     if found.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA device is available here; use --device cpu")
     return found
+
+
+def available_memory(device) -> int | None:
+    """Bytes that can still be allocated on `device` (a torch.device): the free memory of a GPU,
+    the kernel's MemAvailable estimate for the CPU; None when it cannot be told."""
+    if device.type == "cuda":
+        import torch
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def parameter_count(build) -> int:
+    """The number of weights of the model `build()` makes, counted on the meta device, where
+    nothing is allocated, so that a model too large to fit is measured without trying."""
+    import torch
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in build().parameters())
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2 ** 30:,.1f} GiB"
+
+
+def check_memory(needed: int, device, what: str, fix: str) -> None:
+    """Raise ValueError, before any work, when `what` needs more memory than `device` has free;
+    `fix` names the options to lower."""
+    available = available_memory(device)
+    if available is not None and needed > available:
+        raise ValueError(f"{what} needs about {_gib(needed)} of memory, more than the "
+                         f"{_gib(available)} free on {device}; {fix}")
+
+
+@contextmanager
+def memory_errors(fix: str):
+    """Turn a failed allocation into a ValueError that says what to lower: `fix`."""
+    try:
+        yield
+    except MemoryError:
+        raise ValueError(f"out of memory; {fix}") from None
+    except RuntimeError as exc:
+        first = (str(exc).splitlines() or [""])[0]
+        if "out of memory" not in first.lower() and "can't allocate memory" not in first:
+            raise
+        reason = first.split("DefaultCPUAllocator: ")[-1]
+        raise ValueError(f"out of memory ({reason[:200]}); {fix}") from None
 
 
 class Progress:
@@ -161,14 +221,37 @@ class RunFolder:
     """A run's folder: checkpoint.json and checkpoint.pt, metrics.jsonl (one JSON object per
     summary, also kept in the checkpoint) and result.json. With no path it saves nothing."""
 
-    def __init__(self, path):
+    # The temporary files of checkpoint.atomic_write_bytes for the files above; a process killed
+    # while writing leaves one behind, which the next start in the folder removes.
+    _LEFT_BEHIND = re.compile(r"\.(checkpoint\.json|checkpoint\.pt|metrics\.jsonl|result\.json)"
+                              r"\..+\.tmp")
+
+    def __init__(self, path, new: bool = False):
         self.path = Path(path) if path is not None else None
+        self.new = new  # a default name, made unique when the run starts
         self.records = []
+
+    @classmethod
+    def choose(cls, out, save: bool, name: str) -> "RunFolder":
+        """The folder `out`; without one, a new runs/NAME-TIMESTAMP, or none with save False.
+        A folder that cannot be written is refused now, before the run's work."""
+        if out is not None:
+            check_output_folder(out, "--out")
+            return cls(out)
+        if not save:
+            return cls(None)
+        folder = run_folder(name)
+        try:
+            check_output_folder(folder, "--out")
+        except ValueError as exc:
+            raise ValueError(f"cannot save the run in {folder} ({str(exc).split(': ', 1)[-1]}); "
+                             "pass --out DIR to save it elsewhere, or --no-save") from None
+        return cls(folder, new=True)
 
     @property
     def checkpoint(self) -> Path | None:
-        """The checkpoint saved so far, if any."""
-        if self.path is None or not (self.path / f"{checkpoint.NAME}.pt").exists():
+        """The checkpoint saved so far, if any (none in a new folder not yet made)."""
+        if self.path is None or self.new or not (self.path / f"{checkpoint.NAME}.pt").exists():
             return None
         return self.path / f"{checkpoint.NAME}.pt"
 
@@ -176,10 +259,27 @@ class RunFolder:
         """Begin (or resume with the metrics the checkpoint holds): metrics.jsonl is rewritten
         to them, so a summary logged after the checkpoint is not listed twice."""
         self.records = list(records)
-        if self.path is not None:
-            self.path.mkdir(parents=True, exist_ok=True)
-            checkpoint.atomic_write_bytes(self.path / METRICS, "".join(
-                json.dumps(r) + "\n" for r in self.records).encode())
+        if self.path is None:
+            return
+        if self.new:
+            self._make_new()
+        self.path.mkdir(parents=True, exist_ok=True)
+        for left in self.path.iterdir():
+            if self._LEFT_BEHIND.fullmatch(left.name):
+                left.unlink(missing_ok=True)
+        checkpoint.atomic_write_bytes(self.path / METRICS, "".join(
+            json.dumps(r) + "\n" for r in self.records).encode())
+
+    def _make_new(self) -> None:
+        """Make the default folder; a second run started in the same second gets NAME-2."""
+        base = self.path
+        for k in itertools.count(2):
+            try:
+                self.path.mkdir(parents=True)
+                break
+            except FileExistsError:
+                self.path = base.with_name(f"{base.name}-{k}")
+        self.new = False
 
     def log(self, record: dict) -> None:
         self.records.append(record)

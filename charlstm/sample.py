@@ -2,15 +2,20 @@
 
 Any checkpoint of `charlstm train` or `charlstm speech` samples (charlstm.checkpoint describes the
 format, and reads checkpoints of charlstm 0.1.0 too); with none given, the most recently written
-`*.pt` under the runs folder (./runs) is used.
+one under the runs folder (./runs) that writes text (not a calculator) is used. A model of the
+27 text8 characters reads its prime in text8 form, as its training text was.
 """
 
+import itertools
+import json
+from pathlib import Path
 from typing import Iterator
 
 import torch
 
 from charlstm import checkpoint as checkpoints
 from charlstm.config import SampleConfig, check_sampling
+from charlstm.data.normalize import TEXT8_ALPHABET, normalize_text8
 from charlstm.data.vocab import Vocab, quote_chars
 
 
@@ -19,11 +24,24 @@ def _context(model):
     return getattr(model, "context", None)
 
 
-def check_prime(model, vocab: Vocab, prime: str) -> list[int]:
+def model_prime(vocab: Vocab, prime: str) -> tuple[str, str | None]:
+    """The prime as the model reads it, and a note when that is not the prime as given: a model
+    of text8's 27 characters reads it lowercased, digits spelled out, the rest as spaces."""
+    if str(vocab) != TEXT8_ALPHABET.decode() or not vocab.missing(prime):
+        return prime, None
+    normalised = normalize_text8(prime)[0].decode("ascii")
+    return normalised, f"prime normalised to text8 form: {normalised!r}"
+
+
+def _check_chars(vocab: Vocab, prime: str) -> None:
     missing = vocab.missing(prime)
     if missing:
         raise ValueError(f"the prime has characters outside the model's vocabulary: "
                          f"{quote_chars(missing)}; the model knows {''.join(vocab.chars)!r}")
+
+
+def check_prime(model, vocab: Vocab, prime: str) -> list[int]:
+    _check_chars(vocab, prime)
     context = _context(model)
     if context is None and not prime:
         raise ValueError("the prime is empty; give at least one character to start from")
@@ -75,25 +93,49 @@ def generate(model, vocab: Vocab, prime: str, length: int = 200, temperature: fl
         model.train(was_training)
 
 
+def _writes_text(path: Path) -> bool:
+    """Whether the checkpoint at `path` holds a model that writes text (not a calculator), told
+    from its description alone; a file whose description cannot be read counts, so that reading
+    it says what is wrong with it."""
+    try:
+        description = json.loads(path.with_suffix(".json").read_text())
+        return description["model"]["name"] != "calculator"
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+
+
 def sample(prime: str = SampleConfig.prime, length: int = SampleConfig.length,
            temperature: float = SampleConfig.temperature, top_k: int | None = None,
            seed: int = SampleConfig.seed, checkpoint=None, runs=SampleConfig.runs,
-           backend: str | None = None, on_char=None) -> dict:
-    """Generate from a checkpoint (default: the newest under `runs`), calling `on_char` with each
-    character as it comes; return the prime, the generated text and where the model came from."""
+           backend: str | None = None, on_char=None, on_prime=None, log=None) -> dict:
+    """Generate from a checkpoint (default: the newest under `runs` that writes text).
+
+    `on_prime` is called with the prime as the model reads it before the first character, and
+    `on_char` with each character as it comes; `log` with a note when the prime was normalised.
+    Returns the prime, the generated text and where the model came from.
+    """
     SampleConfig(prime, length, temperature, top_k, seed, checkpoint, runs, backend).check()
-    path = checkpoints.find(checkpoint, runs)
+    path = checkpoints.find(checkpoint, runs, usable=_writes_text)
     saved = checkpoints.read(path)
     if saved.model_name == "calculator":
         raise ValueError(f"{path} holds a calculator from `charlstm calc`, which maps a string to "
                          "a number and writes no text; sample a model of `charlstm train` or "
                          "`charlstm speech`")
+    given = prime
+    prime, note = model_prime(Vocab(saved.vocab), prime)
+    _check_chars(Vocab(saved.vocab), prime)
     model, vocab, _ = checkpoints.load_model(saved, backend)
-    chars = []
-    for char in generate(model, vocab, prime, length, temperature, top_k, seed):
-        chars.append(char)
+    chars = generate(model, vocab, prime, length, temperature, top_k, seed)
+    first = next(chars, None)  # the prime is checked against the model before anything is shown
+    if note is not None and log is not None:
+        log(note)
+    if on_prime is not None:
+        on_prime(prime)
+    text = []
+    for char in itertools.chain([] if first is None else [first], chars):
+        text.append(char)
         if on_char is not None:
             on_char(char)
     return {"checkpoint": str(path), "model": saved.model_name, "prime": prime,
-            "text": "".join(chars), "length": length, "temperature": temperature,
-            "top_k": top_k, "seed": seed}
+            "prime_given": given, "text": "".join(text), "length": length,
+            "temperature": temperature, "top_k": top_k, "seed": seed}

@@ -8,13 +8,13 @@ folder resumes.
 
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 import torch.nn.functional as F
 
 from charlstm import checkpoint, loop
-from charlstm.config import SpeechConfig, run_folder
+from charlstm.config import SEQUENCE_MODELS, SpeechConfig, flag
 from charlstm.data.corpus import read_corpus
 from charlstm.data.vocab import Vocab
 from charlstm.models import build_model, count_parameters, model_config_keys
@@ -119,17 +119,67 @@ def _resume(run: loop.RunFolder, config: SpeechConfig):
     saved = checkpoint.read(run.path)
     mine = {k: v for k, v in asdict(config).items() if k not in config.WHERE}
     theirs = {k: v for k, v in saved.config.items() if k not in config.WHERE}
-    if saved.workload != "speech" or mine != theirs:
-        raise ValueError(f"{run.path} holds a different run; pass another --out or remove it")
+    if saved.workload != "speech":
+        raise ValueError(f"{run.path} holds a `charlstm {saved.workload}` run; pass another --out")
+    if mine != theirs:
+        differ = [k for k in mine if mine[k] != theirs.get(k)]
+        shown = ", ".join(f"{flag(SpeechConfig, k)} {theirs.get(k)!r} there, {mine[k]!r} here"
+                          for k in differ[:3])
+        raise ValueError(f"{run.path} holds a different run ({shown}); pass another --out, or "
+                         "the run's own options to resume it")
     return saved
+
+
+MEMORY_FIX = "lower --hidden, --embedding, --layers or --batch-size"
+# The vocabulary is not known before the corpus is read; speech corpora have about a hundred
+# characters, and the check only has to tell a model that fits from one that cannot.
+VOCAB_GUESS = 128
+
+
+def _build(config: SpeechConfig, vocab_size: int):
+    return build_model(config.model, vocab_size, embedding=config.embedding, hidden=config.hidden,
+                       layers=config.layers, dropout=config.dropout, backend=config.backend)
+
+
+def _check_memory(config: SpeechConfig) -> None:
+    """Refuse a model that cannot fit, before reading the corpus."""
+    parameters = loop.parameter_count(lambda: _build(config, VOCAB_GUESS))
+    batch = config.batch(config.model in SEQUENCE_MODELS)
+    # Weights, gradients and Adam's two moments; per batch row the activations of a window (the
+    # gates of every layer, kept for backward, and their gradients).
+    weights = 4 * 4 * parameters
+    activations = 3 * 4 * batch * max(config.bptt, 8) * (4 * config.hidden * config.layers +
+                                                         config.embedding + VOCAB_GUESS)
+    fix = "lower --batch-size" if activations > weights else MEMORY_FIX
+    loop.check_memory(weights + activations, loop.device("cpu"),
+                      f"--model {config.model} with --hidden {config.hidden} "
+                      f"({parameters:,} weights) and batch {batch}", fix)
+
+
+def _interrupted(run: loop.RunFolder, out_given: bool, epoch: int) -> str:
+    """What Ctrl-C in `epoch` (0-based) kept, and how to go on."""
+    where = f"interrupted in epoch {epoch + 1}"
+    if run.path is None:
+        return f"{where}; nothing saved (--no-save)"
+    if run.checkpoint is None:
+        return (f"{where}; nothing was saved yet (a checkpoint comes after each epoch); rerun to "
+                "start again")
+    again = ("rerun the same command to resume from it" if out_given else
+             f"rerun the same command with --out {run.path} to resume from it")
+    return f"{where}; the checkpoint after epoch {epoch} is {run.checkpoint}; {again}"
 
 
 def train_speech(config: SpeechConfig, progress: bool = True, log=print) -> dict:
     """Train `config.model` on `config.corpus`; write the checkpoint and metrics to `config.out`
-    (default runs/MODEL-TIMESTAMP) after every epoch (a rerun with the same `out` resumes after
-    the last finished epoch), and return the final train and validation loss in nats and bits
-    per char."""
+    (default runs/speech-MODEL-TIMESTAMP; none with save False) after every epoch (a rerun with
+    the same `out` resumes after the last finished epoch), and return the final train and
+    validation loss in nats and bits per char."""
+    config = replace(config)  # the run fills in its folder; the caller's config stays
     config.check()
+    out_given = config.out is not None
+    run = loop.RunFolder.choose(config.out, config.save, f"speech-{config.model}")
+    saved = _resume(run, config)
+    _check_memory(config)
     corpus = read_corpus(config.corpus, cops_url=config.cops_url, progress=progress)
     vocab = Vocab.from_text(corpus.text)
     train_text, valid_text = corpus.split(config.valid_fraction)
@@ -137,9 +187,8 @@ def train_speech(config: SpeechConfig, progress: bool = True, log=print) -> dict
     valid_ids = torch.tensor(vocab.encode(valid_text), dtype=torch.long)
 
     torch.manual_seed(config.seed)
-    model = build_model(config.model, len(vocab), embedding=config.embedding,
-                        hidden=config.hidden, layers=config.layers, dropout=config.dropout,
-                        backend=config.backend)
+    with loop.memory_errors(MEMORY_FIX):
+        model = _build(config, len(vocab))
     _check_sizes(config, model, len(train_ids), len(valid_ids))
     sequence = model.context is None
     batch = config.batch(sequence)
@@ -147,21 +196,24 @@ def train_speech(config: SpeechConfig, progress: bool = True, log=print) -> dict
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lrs[0])
     total_epochs = len(config.lrs) * config.epochs_per_lr
 
-    run = loop.RunFolder(config.out if config.out is not None else run_folder(config.model))
-    saved = _resume(run, config)
     start_epoch, records = 0, []
     if saved is not None:
+        if saved.vocab != str(vocab):
+            raise ValueError(f"{run.path} holds a run on another text (its vocabulary differs "
+                             "from the corpus's); pass another --out or the corpus it trained on")
         model.load_state_dict(saved.state_dict)
         optimizer.load_state_dict(saved.training["optimizer"])
         start_epoch, records = saved.training["epochs_done"], saved.training["metrics"]
         log(f"{run.path} is already trained ({total_epochs} epochs)" if start_epoch == total_epochs
             else f"resuming {run.path} after epoch {start_epoch} of {total_epochs}")
     run.start(records)
+    if run.path is not None:
+        config.out = str(run.path)
     train_seconds = records[-1]["train_seconds"] if records else 0.0
     description = checkpoint.describe("speech", config.model, model_config(config, model),
                                       vocab, asdict(config))
 
-    with loop.deferred_interrupt() as interrupted:
+    with loop.deferred_interrupt() as interrupted, loop.memory_errors(MEMORY_FIX):
         for epoch in range(start_epoch, total_epochs):
             lr = config.lrs[epoch // config.epochs_per_lr]
             for group in optimizer.param_groups:
@@ -194,10 +246,7 @@ def train_speech(config: SpeechConfig, progress: bool = True, log=print) -> dict
                     count += y.numel()
                     bar.advance(loss=loss_value)
                     if interrupted():
-                        kept = (f"the checkpoint after epoch {epoch} is {run.checkpoint}; run the "
-                                "same command again to resume from it" if run.checkpoint else
-                                "nothing was saved yet (a checkpoint comes after each epoch)")
-                        raise loop.Interrupted(f"interrupted in epoch {epoch + 1}; {kept}",
+                        raise loop.Interrupted(_interrupted(run, out_given, epoch),
                                                run.checkpoint)
             train_seconds += time.perf_counter() - began
             train_loss = loss_sum / count
@@ -221,7 +270,9 @@ def train_speech(config: SpeechConfig, progress: bool = True, log=print) -> dict
               "valid_loss": final["valid_loss"],
               "train_bits_per_char": final["train_bits_per_char"],
               "valid_bits_per_char": final["valid_bits_per_char"],
-              "train_seconds": final["train_seconds"], "out": str(run.path),
-              "checkpoint": str(run.path / f"{checkpoint.NAME}.pt"), "config": asdict(config)}
+              "train_seconds": final["train_seconds"],
+              "out": str(run.path) if run.path is not None else None,
+              "checkpoint": str(run.checkpoint) if run.path is not None else None,
+              "config": asdict(config)}
     run.finish(result)
     return result

@@ -11,7 +11,7 @@ next, the last one predicting the first (the assignment's generator wraps).
 
 import math
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,32 +32,55 @@ MAX_NLL = -math.log(1e-10)
 SAMPLE_LENGTH = 80
 VOCAB = Vocab(TEXT8_ALPHABET.decode("ascii"))
 # What may change when a run is resumed; everything else must stay as the run was started.
-RESUME_OVERRIDES = ("steps", "summary_frequency", "threads", "device", "out")
+RESUME_OVERRIDES = ("steps", "summary_frequency", "threads", "device")
 # What the saved weights and batch cursors depend on: a resumed run must have the same.
 RUN_DEFINITION = ("nodes", "cell", "batch_size", "unrollings", "valid_size", "dtype")
 
 
 def resume_config(run_dir, **overrides) -> TrainConfig:
-    """The configuration saved in `run_dir`, set to resume there, with some options changed.
+    """The configuration saved in the run folder `run_dir` (or the folder of its checkpoint file),
+    set to resume there, with some options changed.
 
-    Only options in RESUME_OVERRIDES may change (more steps, another device...); the others
-    define the run and a ValueError names any that differs.
+    A resumed run writes into its own folder, wherever it was started from and wherever the
+    folder has been moved. Only options in RESUME_OVERRIDES may change (more steps, another
+    device...); the others define the run and a ValueError names any that differs.
     """
-    saved = checkpoint.read(run_dir).config
+    if not str(run_dir).strip():
+        raise ValueError("--resume is empty; pass the run folder to continue")
+    saved = checkpoint.read(run_dir)  # what is wrong with the path is told with its name
+    folder = checkpoint.folder_of(run_dir)
+    if not folder.is_dir():
+        raise ValueError(f"--resume {run_dir}: a run continues in its own folder, from the "
+                         f"{checkpoint.NAME}.pt there; pass the run folder (or its "
+                         f"{checkpoint.NAME}.pt)")
+    _check_workload(saved, folder)
+    out = overrides.pop("out", None)
+    if out is not None and Path(out).resolve() != folder.resolve():
+        raise ValueError(f"--out {out} cannot be given with --resume: a resumed run writes into "
+                         f"its own folder, {folder}; copy that folder first to continue a copy")
+    saved_config = saved.config
     for name, value in overrides.items():
-        if name not in RESUME_OVERRIDES and value != saved.get(name):
+        if name not in RESUME_OVERRIDES and value != saved_config.get(name):
             raise ValueError(f"--{name.replace('_', '-')} cannot change when resuming (the run in "
-                             f"{run_dir} has {saved.get(name)!r}); only "
+                             f"{folder} has {saved_config.get(name)!r}); only "
                              f"{', '.join('--' + o.replace('_', '-') for o in RESUME_OVERRIDES)} can")
     known = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in saved.items() if k in known})
+    config = TrainConfig(**{k: v for k, v in saved_config.items() if k in known})
     for name, value in overrides.items():
         if name in RESUME_OVERRIDES:
             setattr(config, name, value)
-    config.resume = str(run_dir)
-    if config.out is None:
-        config.out = str(run_dir)
+    config.resume = config.out = str(folder)
+    config.save = True
     return config
+
+
+def _check_workload(saved: checkpoint.Checkpoint, folder) -> None:
+    if saved.workload == "speech":
+        raise ValueError(f"{folder} holds a `charlstm speech` run, not a `charlstm train` one; "
+                         f"continue it with `charlstm speech` and its options and --out {folder}")
+    if saved.workload != "train":
+        raise ValueError(f"{folder} holds a `charlstm {saved.workload}` run, not a `charlstm "
+                         "train` one; only train and speech runs can be continued")
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -143,31 +166,37 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
     progress bar and the summaries on stderr.
     """
     started = time.perf_counter()
+    config = replace(config)  # the run fills in its folder and data path; the caller's stays
     config.check()
     milestones = sorted(set(milestones or []))
     if milestones and not (1 <= milestones[0] and milestones[-1] <= config.steps):
         raise ValueError(f"milestones must lie between 1 and --steps ({config.steps}), got "
                          f"{milestones}")
     device, dtype = loop.device(config.device), getattr(torch, config.dtype)
-    run = loop.RunFolder(config.out)
+    saved = None
+    if config.resume:
+        config.out = str(checkpoint.folder_of(config.resume))
+        saved = checkpoint.read(config.out)
+        _check_resume(saved, config)
+    run = loop.RunFolder.choose(config.out, config.save, "train")
     _check_run_folder(config, run)
-    saved = checkpoint.read(config.resume) if config.resume else None
+    _check_memory(config, device)
     if config.threads:
         torch.set_num_threads(config.threads)
 
     corpus = read_corpus(config.data, text8_url=config.url, progress=progress, option="--data")
     text, normalization = text8_form(corpus.documents)
     ids = encode(text)
-    needed = config.valid_size + config.batch_size * (config.unrollings + 1)
-    if len(ids) < needed:
-        raise ValueError(f"{corpus.source} has {len(ids):,} characters in text8 form; it needs at "
-                         f"least --valid-size + --batch-size * (--unrollings + 1) = {needed:,}; "
-                         "pass more text or lower those options")
+    config.check_text(len(ids), corpus.source)
+    if saved is None and config.data is not None and Path(config.data).exists():
+        # The run records where its text is, so that it resumes from any folder.
+        config.data = str(Path(config.data).resolve())
     valid_ids = torch.from_numpy(ids[:config.valid_size].astype(np.int64)).to(device)
     batches = BatchGenerator(ids[config.valid_size:], config.batch_size, config.unrollings)
 
     torch.manual_seed(config.seed)
-    model = UdacityLM(config.nodes, config.cell, config.backend, config.init).to(device, dtype)
+    with loop.memory_errors(MEMORY_FIX):
+        model = UdacityLM(config.nodes, config.cell, config.backend, config.init).to(device, dtype)
     parameters = list(model.parameters())
     state = model.initial_state(config.batch_size)
     step, mean_loss, reached, records = 0, 0.0, {}, []
@@ -175,6 +204,8 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
         step, mean_loss, reached, state, records = _restore(saved, config, model, batches)
     first_step = step
     run.start(records)
+    if run.path is not None:
+        config.out = str(run.path)
     description = describe(config)
 
     def save():
@@ -189,7 +220,7 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
     loop_started = time.perf_counter()
     with loop.Progress("training", config.steps, first_step, "loss {loss:.3f}  lr {lr:g}",
                        enabled=progress, rate="steps/s") as bar, \
-            loop.deferred_interrupt() as interrupted:
+            loop.deferred_interrupt() as interrupted, loop.memory_errors(MEMORY_FIX):
         if normalization is not None:
             bar.print(normalization.describe())
         if saved is not None:
@@ -246,7 +277,8 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
                 raise loop.Interrupted(
                     f"interrupted after {step} steps; " + (
                         f"saved to {where}; continue with `charlstm train --resume {run.path}`"
-                        if where else "nothing saved (pass --out DIR to be able to resume)"),
+                        if where else "nothing saved (--no-save); run it again without "
+                                      "--no-save to be able to resume"),
                     where)
         train_seconds = time.perf_counter() - loop_started
     save()
@@ -263,6 +295,7 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
         "tokens_per_second": (trained * config.batch_size * config.unrollings / train_seconds
                               if trained else 0.0),
         "milestones": {k: reached[k] for k in milestones if k in reached},
+        "out": str(run.path) if run.path is not None else None,
         "parameters": sum(p.numel() for p in parameters),
         "data": {"source": corpus.source, "characters": len(ids),
                  "normalization": normalization.to_dict() if normalization else None},
@@ -272,16 +305,23 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
     return result
 
 
-def _restore(saved: checkpoint.Checkpoint, config: TrainConfig, model, batches):
-    """Weights, batch cursors, carried state, RNG and the run's counters from a checkpoint."""
-    if saved.workload != "train":
-        raise ValueError(f"{config.resume} holds a `charlstm {saved.workload}` run, not a "
-                         "`charlstm train` one; resume it with its own command")
+def _check_resume(saved: checkpoint.Checkpoint, config: TrainConfig) -> None:
+    """Refuse, before any work, a checkpoint this run cannot continue."""
+    _check_workload(saved, config.out)
     for name in RUN_DEFINITION:
         if saved.config.get(name) != getattr(config, name):
-            raise ValueError(f"the checkpoint in {config.resume} was made with "
+            raise ValueError(f"the checkpoint in {config.out} was made with "
                              f"{name}={saved.config.get(name)!r}, not {getattr(config, name)!r}; "
                              "resume with the run's own options")
+    done = saved.training.get("step", 0)
+    if config.steps <= done:
+        raise ValueError(f"the run in {config.out} has already trained {done} steps, so --steps "
+                         f"{config.steps} leaves nothing to train; pass --steps above {done} to "
+                         "train further")
+
+
+def _restore(saved: checkpoint.Checkpoint, config: TrainConfig, model, batches):
+    """Weights, batch cursors, carried state, RNG and the run's counters from a checkpoint."""
     training = saved.training
     model.load_state_dict(saved.state_dict)
     batches.load_state_dict(training["batches"])
@@ -292,10 +332,28 @@ def _restore(saved: checkpoint.Checkpoint, config: TrainConfig, model, batches):
             training.get("metrics", []))
 
 
+MEMORY_FIX = "lower --nodes, --batch-size or --unrollings"
+
+
+def _check_memory(config: TrainConfig, device) -> None:
+    """Refuse a run whose weights and activations cannot fit, before reading any data."""
+    size = 8 if config.dtype == "float64" else 4
+    parameters = loop.parameter_count(
+        lambda: UdacityLM(config.nodes, config.cell, config.backend, config.init))
+    # Weights, gradients and the fused step's copies; the saved gate activations (four per unit
+    # at most) of a window and of the validation text, and their gradients.
+    weights = 4 * parameters * size
+    activations = (3 * config.batch_size * config.unrollings + config.valid_size) * \
+        4 * config.nodes * size
+    fix = ("lower --batch-size or --unrollings" if activations > weights else "lower --nodes")
+    loop.check_memory(weights + activations, device,
+                      f"--nodes {config.nodes} ({parameters:,} weights) with --batch-size "
+                      f"{config.batch_size} and --unrollings {config.unrollings}", fix)
+
+
 def _check_run_folder(config: TrainConfig, run: loop.RunFolder) -> None:
     """Refuse to start a new run over a folder that holds one: its checkpoint would be lost."""
-    if run.checkpoint is None:
+    if run.checkpoint is None or config.resume is not None:
         return
-    if config.resume is None or Path(config.resume).resolve() != Path(config.out).resolve():
-        raise ValueError(f"{config.out} already holds a run ({run.checkpoint.name}); continue it "
-                         f"with --resume {config.out}, or pass another --out")
+    raise ValueError(f"{config.out} already holds a run ({run.checkpoint.name}); continue it "
+                     f"with --resume {config.out}, or pass another --out")

@@ -44,9 +44,13 @@ def bench(
 
     from charlstm.bench import bench_training_step, parse_backends, parse_shapes, table
     from charlstm.checkpoint import atomic_write_json
+    from charlstm.config import check_output_file, check_threads
 
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be at least 1, got {threads}")
+    check_threads(threads)
+    if out is not None:
+        check_output_file(out, "--out", "bench.json")
     chosen, sizes = parse_backends(backends), parse_shapes(shapes)
     if threads:
         torch.set_num_threads(threads)

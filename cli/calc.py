@@ -25,15 +25,14 @@ def calc(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from charlstm.calc import describe, plot_embeddings, stderr_log, summary_json, train
+    from charlstm.calc import describe, stderr_log, summary_json, train
 
-    _, summary = train(config, log=stderr_log)
-    summary["plot"] = plot_embeddings(summary, plot) if plot else None
+    _, summary = train(config, log=stderr_log, plot=plot)
     print(summary_json(summary) if json_output else describe(summary))
 
 
 @app.command()
-@config_options(CalcConfig, exclude=("model", "hidden", "length", "out"))
+@config_options(CalcConfig, exclude=("model", "hidden", "length", "out", "save"))
 def study(
     config: CalcConfig,
     models: Annotated[str, typer.Option(help="Models to compare, comma-separated.")]
@@ -57,5 +56,6 @@ def study(
     result = run_study(config, parse_models(models),
                        parse_int_list(hidden, "--hidden") if hidden is not None else None,
                        parse_int_list(length, "--length") if length is not None else None,
-                       out or f"{RUNS_DIR}/calc-study-{config.task}", log=stderr_log)
+                       out if out is not None else f"{RUNS_DIR}/calc-study-{config.task}",
+                       log=stderr_log)
     print(summary_json(result) if json_output else describe_study(result))

@@ -2,7 +2,9 @@
 
 A command decorated with `config_options(TrainConfig)` takes one option per field (the flag, type,
 default and help text are the field's) besides its own parameters, and receives the options as
-`config`, an instance of the dataclass. The options are written once, in charlstm.config.
+`config`, an instance of the dataclass, already checked: an option that cannot work is reported
+before the command imports torch or reads any data. The options are written once, in
+charlstm.config.
 """
 
 import dataclasses
@@ -49,7 +51,9 @@ def config_options(config_class, exclude=()):
         @functools.wraps(command)
         def with_config(**kwargs):
             values = {f.name: kwargs.pop(f.name) for f in chosen}
-            return command(config=config_class(**values), **kwargs)
+            config = config_class(**values)
+            config.check()
+            return command(config=config, **kwargs)
 
         # The command's own parameters follow the config's options, in --help too.
         positional = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]

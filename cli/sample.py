@@ -18,18 +18,14 @@ def sample(
     """Generate text from a trained charlstm model, streaming it to stdout."""
     from charlstm.sample import sample as run_sample
 
-    started = []
-
-    def stream(char):
-        # The prime is echoed with the first generated char, so a rejected prime prints nothing.
-        if not started:
-            started.append(True)
-            sys.stdout.write(config.prime)
-        sys.stdout.write(char)
+    def stream(text):
+        sys.stdout.write(text)
         sys.stdout.flush()
 
-    result = run_sample(**asdict(config), on_char=None if json_output else stream)
+    result = run_sample(**asdict(config), on_prime=None if json_output else stream,
+                        on_char=None if json_output else stream,
+                        log=lambda note: print(note, file=sys.stderr, flush=True))
     if json_output:
         print(json.dumps(result))
     else:
-        print(config.prime if not started else "")
+        print()

@@ -23,5 +23,7 @@ def speech(
     if json_output:
         print(json.dumps(result))
     else:
+        saved = (f"checkpoint {result['checkpoint']}" if result["checkpoint"] else
+                 "nothing saved (--no-save)")
         print(f"{result['model']}: valid {result['valid_loss']:.4f} nats/char "
-              f"({result['valid_bits_per_char']:.4f} bits/char); checkpoint {result['checkpoint']}")
+              f"({result['valid_bits_per_char']:.4f} bits/char); {saved}")

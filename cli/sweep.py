@@ -1,4 +1,5 @@
 import json
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -55,21 +56,39 @@ def run(
     are kept, trials of dead workers rerun. Progress goes to stderr.
     """
     from charlstm import sweep
+    from charlstm_cli.errors import FAILED
 
     grids = sweep.grids_from(ctx.args, preset, scale=scale, repeats=repeats, seed=seed,
                              study=study)
     summary = sweep.run(grids, out=out, storage=storage, workers=workers,
                         heartbeat_seconds=heartbeat, report=report)
+    unfinished = summary["complete"] < summary["units"]
     if json_output:
         print(json.dumps(summary))
-        return
-    print(f"{summary['complete']}/{summary['units']} trainings done in {summary['seconds']:.1f} s"
-          + (f"; report: {summary['report']}" if summary.get("report") else ""))
-    if summary["workers_lost"]:
-        print(f"{summary['workers_lost']} worker(s) ended with an error (see stderr); run the "
-              "same command again to finish the grid")
-    for failure in summary["failed"]:
-        print(f"failed: {failure['study']} {failure['unit']}: {failure['error']}")
+    else:
+        print(f"{summary['complete']}/{summary['units']} trainings done in "
+              f"{summary['seconds']:.1f} s"
+              + (f"; report: {summary['report']}" if summary.get("report") else ""))
+        if summary["workers_lost"] and unfinished:
+            print(f"{summary['workers_lost']} worker(s) ended with an error (see stderr); run the "
+                  "same command again to finish the grid")
+    if summary["failed"]:
+        # One line per distinct error, however many trainings it stopped.
+        errors = {}
+        for failure in summary["failed"]:
+            errors.setdefault(failure["error"], []).append(failure)
+        for error, failures in errors.items():
+            first = failures[0]
+            more = f" and {len(failures) - 1} more" if len(failures) > 1 else ""
+            print(f"Error: {len(failures)} of {summary['units']} trainings failed "
+                  f"({first['study']} {first['unit']}{more}): {error}; fix that and run the "
+                  "same command again to retry them", file=sys.stderr)
+        raise typer.Exit(FAILED)
+    if unfinished:
+        print(f"Error: {summary['units'] - summary['complete']} of {summary['units']} trainings "
+              "are not done (a worker was lost); run the same command again to finish the grid",
+              file=sys.stderr)
+        raise typer.Exit(FAILED)
 
 
 @app.command("report")

@@ -87,7 +87,7 @@ namespace cpu {
 // The build of the float loops this process runs: "avx512", "avx2+fma" or "baseline x86-64" (or
 // "compiler default" off x86-64 GCC). The widest the processor has, unless the environment
 // variable CHARLSTM_CPU_SIMD names a narrower one (avx2 or baseline), which tests use to run
-// every build on one machine.
+// every build on one machine; any other value but avx512 raises a ValueError naming the three.
 const char* simd();
 
 // One step over the whole batch, rows split between torch's threads; instantiated for float and

@@ -16,3 +16,10 @@ def device(request):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _in_a_scratch_folder(tmp_path, monkeypatch):
+    """Every test runs in its own empty folder: training commands save under ./runs by default,
+    and a test must find no run there but its own."""
+    monkeypatch.chdir(tmp_path)

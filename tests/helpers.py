@@ -59,24 +59,32 @@ def fake_perplexity(config, steps):
             + 0.01 * ((config.seed * 7919) % 13))
 
 
+def _first_time(calls, name) -> bool:
+    """True for the first process to ask, across processes (a marker file in `calls`)."""
+    try:
+        marker = os.open(Path(calls, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(marker, str(os.getpid()).encode())
+    os.close(marker)
+    return True
+
+
 def fake_train(config, milestones=None, progress=True):
     """Records each call in $CHARLSTM_TEST_CALLS; the first run with $CHARLSTM_TEST_BLOCK nodes
-    blocks (until killed); runs with $CHARLSTM_TEST_FAIL nodes raise."""
+    blocks (until killed or interrupted); the first run with $CHARLSTM_TEST_EXIT nodes ends its
+    process at once, as a killed worker does; runs with $CHARLSTM_TEST_FAIL nodes raise."""
     calls = os.environ.get("CHARLSTM_TEST_CALLS")
     point = {"nodes": config.nodes, "unrollings": config.unrollings, "seed": config.seed,
              "steps": config.steps}
     if calls:
         Path(calls, uuid.uuid4().hex).write_text(json.dumps({**point, "pid": os.getpid(),
                                                              "threads": config.threads}))
-    if os.environ.get("CHARLSTM_TEST_BLOCK") == str(config.nodes):
-        try:  # only the first run of that point blocks, until the test kills it
-            marker = os.open(Path(calls, "blocked"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            marker = None
-        if marker is not None:
-            os.write(marker, str(os.getpid()).encode())
-            os.close(marker)
-            time.sleep(600)
+    nodes = str(config.nodes)
+    if os.environ.get("CHARLSTM_TEST_BLOCK") == nodes and _first_time(calls, "blocked"):
+        time.sleep(600)
+    if os.environ.get("CHARLSTM_TEST_EXIT") == nodes and _first_time(calls, "exited"):
+        os._exit(1)
     if os.environ.get("CHARLSTM_TEST_FAIL") == str(config.nodes):
         raise RuntimeError(f"loss became NaN at nodes {config.nodes}")
     return {"valid_perplexity": fake_perplexity(config, config.steps), "valid_bpc": 1.5,
@@ -89,7 +97,7 @@ def calls_by_point(folder) -> dict:
     """How often fake_train ran each (nodes, unrollings, seed)."""
     counts = {}
     for path in Path(folder).iterdir():
-        if path.name == "blocked":
+        if path.name in ("blocked", "exited"):
             continue
         call = json.loads(path.read_text())
         key = (call["nodes"], call["unrollings"], call["seed"])

@@ -42,6 +42,18 @@ def test_info_table():
     assert "cuda_kernels" in result.stdout and torch.__version__ in result.stdout
 
 
+def test_a_cpu_simd_the_kernels_have_no_build_of_is_named_with_the_valid_ones():
+    out = run_charlstm("info", "--json", CHARLSTM_CPU_SIMD="bogus")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == ("Error: CHARLSTM_CPU_SIMD=bogus is not a build of the CPU kernels; set "
+                          "it to avx512, avx2 or baseline, or unset it\n")
+    for wanted in ("baseline", "avx2", "avx512", ""):
+        out = run_charlstm("info", "--json", CHARLSTM_CPU_SIMD=wanted)
+        assert out.returncode == 0, out.stderr
+        kernels = json.loads(out.stdout)["cpu_kernels"]
+        assert kernels.startswith("baseline") if wanted == "baseline" else kernels
+
+
 # ---- which GPUs the compiled CUDA code runs on ----
 
 BUILT = (["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"], ["compute_120"])

@@ -139,6 +139,26 @@ def test_the_best_restart_is_saved_as_a_checkpoint_that_predicts_as_it_did(tmp_p
         train(quick(out=str(out)))
 
 
+def test_without_out_the_run_is_saved_under_runs_and_a_bad_plot_stops_before_training(
+        tmp_path, monkeypatch):
+    import charlstm.calc
+
+    _, summary = train(quick(epochs=5, restarts=1))
+    folder = Path(summary["out"])
+    assert folder.parent == Path("runs") and folder.name.startswith("calc-add-")
+    assert checkpoint.read(folder).model_name == "calculator"
+    _, unsaved = train(quick(epochs=5, restarts=1, save=False))
+    assert unsaved["out"] is None and list(Path("runs").iterdir()) == [folder]
+    trained = []
+    monkeypatch.setattr(charlstm.calc, "_train", lambda *args: trained.append(args))
+    (tmp_path / "afile").write_text("")
+    for plot, message in [(tmp_path, "is a folder; pass a file name"),
+                          (tmp_path / "afile" / "e.png", "afile is a file, so nothing can be")]:
+        with pytest.raises(ValueError, match=f"--plot {plot}.*{message}"):
+            train(quick(), plot=plot)
+    assert trained == [] and list(Path("runs").iterdir()) == [folder]
+
+
 def test_parse_lists():
     assert parse_int_list(" 1, 2,5 ", "--hidden") == [1, 2, 5]
     for text, message in [("", "needs at least one value"), (",", "needs at least one value"),

@@ -49,6 +49,14 @@ def test_a_legacy_train_checkpoint_resumes_to_the_same_result(tmp_path, monkeypa
         EXPECTED["train-lstm.pt"]["resumed_to_200_valid_perplexity"], rel=1e-6)
 
 
+def test_a_single_file_checkpoint_is_resumed_from_a_run_folder_only(tmp_path):
+    shutil.copy(LEGACY / "train-lstm.pt", tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="--resume .*old.pt: a run continues in its own folder, "
+                                         "from the checkpoint.pt there"):
+        resume_config(tmp_path / "old.pt", steps=200)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.pt"]
+
+
 def test_a_legacy_speech_checkpoint_resumes_to_the_same_result(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     legacy_corpus(tmp_path, "speech-lstm-seq.pt")

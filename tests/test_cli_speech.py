@@ -69,3 +69,40 @@ def test_end_to_end_train_then_sample_from_the_runs_folder(corpus, tmp_path):
                        cwd=tmp_path, timeout=240, OMP_NUM_THREADS="1")
     assert sampled.returncode == 0, sampled.stderr
     assert sampled.stdout.startswith("Good mo") and len(sampled.stdout.rstrip("\n")) == 47
+
+
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(corpus, tmp_path, checkpointed):
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charlstm_cli.main", "speech", "--corpus", str(corpus), "--model",
+         "fc3", "--out", str(out), "--epochs", "100000", *TINY],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    ready = (lambda: (out / "checkpoint.pt").exists()) if checkpointed else (
+        lambda: (out / "metrics.jsonl").exists())  # the run has begun: its first epoch runs
+    while not ready():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert all(line.startswith("epoch ") for line in stdout.splitlines())
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    if "nothing was saved yet" in last:
+        assert not checkpointed
+        assert re.fullmatch(r"interrupted in epoch 1; nothing was saved yet \(a checkpoint comes "
+                            r"after each epoch\); rerun to start again", last), last
+    else:
+        assert re.fullmatch(rf"interrupted in epoch (\d+); the checkpoint after epoch \d+ is "
+                            rf"{re.escape(str(out / 'checkpoint.pt'))}; rerun the same command "
+                            "to resume from it", last), last

@@ -214,3 +214,42 @@ def test_train_reads_the_same_documents_in_text8_form(tmp_path):
     text, report = text8_form(read_corpus(tmp_path).documents)
     assert text == b"thank you two times second"
     assert report.changed_chars > 0
+
+
+def test_control_characters_are_not_text_but_a_few_tabs_and_escapes_are():
+    with pytest.raises(ValueError, match=r"x.bin is not text: 25 of its 32 bytes are control "
+                                         r"characters, the first \(0x01\) at offset 1"):
+        decode("x.bin", b"a" + bytes(range(1, 32)))
+    text = "col\tcol\f\x1b[1mbold\x1b[0m " + "words " * 200
+    assert decode("x.txt", text.encode()) == text
+
+
+def zipped(members: dict) -> bytes:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return archive.getvalue()
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("cut.zip", zipped({"a.txt": speech(1, 400)})[:300], "cut.zip is a damaged zip archive"),
+    ("garbage.zip", b"PK\x03\x04" + b"x" * 400, "garbage.zip is a damaged zip archive"),
+    ("plain.zip", b"not a zip at all\n" * 20, "plain.zip is a damaged zip archive"),
+    ("no-suffix", b"PK\x03\x04" + bytes(300), "no-suffix is a damaged zip archive"),
+    ("member.zip", zipped({"a.txt": bytes(range(256)) * 4}), "member.zip:a.txt is not text"),
+])
+def test_a_damaged_zip_or_a_binary_member_is_refused_as_what_it_is(tmp_path, name, data,
+                                                                   message):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(ValueError, match=message) as error:
+        read_corpus(tmp_path / name, progress=False)
+    assert "UTF-8" not in str(error.value) or "member" in name
+
+
+def test_a_zip_whose_member_data_is_damaged_is_refused_as_a_damaged_zip(tmp_path):
+    data = bytearray(zipped({"a.txt": speech(2, 400)}))
+    data[60:70] = bytes(10)  # inside the compressed data: the header still reads
+    (tmp_path / "d.zip").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"d.zip is a damaged zip archive \("):
+        read_corpus(tmp_path / "d.zip", progress=False)

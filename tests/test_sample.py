@@ -78,13 +78,46 @@ def test_bad_sampling_settings_are_named(checkpoint, kwargs, message):
         sample("Good mo", checkpoint=checkpoint, **kwargs)
 
 
-def test_a_text8_vocabulary_refuses_capitals_by_name(tmp_path):
+def test_a_text8_model_reads_its_prime_in_text8_form_and_says_so(tmp_path):
     vocab = " " + string.ascii_lowercase
     write_model(tmp_path, "lstm-seq", vocab)
-    text = sample("good mo", 50, checkpoint=tmp_path)["text"]
-    assert len(text) == 50 and set(text) <= set(vocab)
-    with pytest.raises(ValueError, match="'G'"):
-        sample("Good mo", checkpoint=tmp_path)
+    notes = []
+    given = sample("Good mo", 50, checkpoint=tmp_path, log=notes.append)
+    assert given["prime"] == "good mo" and given["prime_given"] == "Good mo"
+    assert notes == ["prime normalised to text8 form: 'good mo'"]
+    assert given["text"] == sample("good mo", 50, checkpoint=tmp_path)["text"]
+    assert sample("Room 101!", 5, checkpoint=tmp_path)["prime"] == "room one zero one "
+    notes.clear()
+    assert sample("good mo", 5, checkpoint=tmp_path, log=notes.append)["prime"] == "good mo"
+    assert notes == []  # a prime already in text8 form is not reported
+
+
+def test_a_model_with_its_own_vocabulary_refuses_other_characters_by_name(checkpoint):
+    notes = []
+    with pytest.raises(ValueError, match="outside the model's vocabulary: 'H', 'e', 'l'"):
+        sample("Hello", checkpoint=checkpoint, log=notes.append)
+    assert notes == []
+
+
+def test_the_prime_is_streamed_before_the_text(checkpoint):
+    pieces = []
+    result = sample("Good mo", 10, checkpoint=checkpoint, on_prime=pieces.append,
+                    on_char=pieces.append)
+    assert pieces[0] == "Good mo" and "".join(pieces[1:]) == result["text"]
+
+
+def test_without_a_checkpoint_the_newest_model_that_writes_text_is_sampled(tmp_path):
+    from charlstm.calc import train
+    from charlstm.config import CalcConfig
+
+    write_model(tmp_path / "runs" / "speech", "fc3", VOCAB)
+    train(CalcConfig(hidden=2, epochs=1, restarts=1, out=str(tmp_path / "runs" / "calc")))
+    assert sample("Good mo", 5, runs=tmp_path / "runs")["checkpoint"] == str(
+        tmp_path / "runs" / "speech" / "checkpoint.pt")
+    (tmp_path / "runs" / "speech" / "checkpoint.pt").unlink()
+    (tmp_path / "runs" / "speech" / "checkpoint.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no trained model under"):
+        sample("Good mo", 5, runs=tmp_path / "runs")
 
 
 def test_the_newest_checkpoint_under_runs_is_the_default(tmp_path):
@@ -135,5 +168,4 @@ def test_a_checkpoint_written_by_charlstm_train_samples(tmp_path):
     assert result["model"] == "udacity" and len(result["text"]) == 40
     assert set(result["text"]) <= set(" " + string.ascii_lowercase)
     assert sample("good mo", 40, seed=2, checkpoint=tmp_path / "t8")["text"] == result["text"]
-    with pytest.raises(ValueError, match="'G'"):
-        sample("Good mo", checkpoint=tmp_path / "t8")
+    assert sample("Good mo", 40, seed=2, checkpoint=tmp_path / "t8")["text"] == result["text"]

@@ -125,6 +125,13 @@ def test_ctrl_c_stops_between_batches_and_says_how_to_resume(corpus, monkeypatch
     monkeypatch.setattr(loop, "Progress", PressCtrlC)
     config = tiny(corpus, model="fc3")
     with pytest.raises(Interrupted, match="interrupted in epoch 2; the checkpoint after epoch 1 "
-                                          "is .*run the same command again"):
+                                          "is .*; rerun the same command to resume from it"):
         train_speech(config, progress=False, log=lambda _: None)
     assert len(steps) == 30 and checkpoint.read(config.out).training["epochs_done"] == 1
+    steps.clear()
+    with pytest.raises(Interrupted) as info:  # a run in its default folder: --out is named
+        train_speech(replace(config, out=None), progress=False, log=lambda _: None)
+    folder = info.value.checkpoint.parent
+    assert folder.parent.name == "runs" and folder.name.startswith("speech-fc3-")
+    assert str(info.value).endswith(f"rerun the same command with --out {folder} to resume "
+                                    "from it")

@@ -2,7 +2,9 @@ import json
 import math
 import os
 import signal
+import stat
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,10 +224,83 @@ def test_a_new_run_never_overwrites_a_saved_one(small, tmp_path):
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
-def test_resume_into_another_folder_keeps_the_summaries(small, tmp_path):
+def test_a_resumed_run_keeps_the_summaries_up_to_its_checkpoint(small, tmp_path):
     train(replace(small, steps=15, out=str(tmp_path / "a")), progress=False)
     with open(tmp_path / "a" / "metrics.jsonl", "a") as f:
         f.write('{"step": 2')  # a line cut short by a kill
-    train(resume_config(tmp_path / "a", steps=25, out=str(tmp_path / "b")), progress=False)
-    assert [r["step"] for r in metrics(tmp_path / "b")] == [0, 10, 20]
-    assert saved_step(tmp_path / "a") == 15
+    train(resume_config(tmp_path / "a", steps=25), progress=False)
+    assert [r["step"] for r in metrics(tmp_path / "a")] == [0, 10, 20]
+    assert saved_step(tmp_path / "a") == 25
+
+
+def test_a_resumed_run_writes_into_its_folder_wherever_it_was_moved_or_run_from(
+        small, tmp_path, monkeypatch):
+    (tmp_path / "first").mkdir()
+    monkeypatch.chdir(tmp_path / "first")
+    train(replace(small, steps=10, out="runs/a"), progress=False)
+    (tmp_path / "first" / "runs" / "a").rename(tmp_path / "first" / "runs" / "b")
+    train(resume_config("runs/b", steps=20), progress=False)
+    assert not (tmp_path / "first" / "runs" / "a").exists()
+    assert saved_step(tmp_path / "first" / "runs" / "b") == 20
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = train(resume_config("../first/runs/b/checkpoint.pt", steps=30), progress=False)
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    assert saved_step(tmp_path / "first" / "runs" / "b") == 30
+    assert result["out"] == "../first/runs/b" and result["resumed_at_step"] == 20
+    with pytest.raises(ValueError, match="--out .*other cannot be given with --resume: a resumed "
+                                         "run writes into its own folder"):
+        resume_config("../first/runs/b", steps=40, out=str(tmp_path / "other"))
+
+
+def test_a_resume_that_would_train_nothing_is_refused_and_changes_nothing(small, tmp_path):
+    train(replace(small, steps=30, out=str(tmp_path / "run")), progress=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    for steps in (10, 30):
+        with pytest.raises(ValueError, match=f"the run in .*run has already trained 30 steps, so "
+                                             f"--steps {steps} leaves nothing to train; pass "
+                                             "--steps above 30"):
+            train(resume_config(tmp_path / "run", steps=steps), progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+
+
+def test_without_out_a_run_is_saved_in_a_new_folder_under_runs(small, tmp_path):
+    first = train(small, progress=False)
+    second = train(small, progress=False)  # the same second: a folder of its own
+    assert Path(first["out"]).parent == Path("runs") and first["out"] != second["out"]
+    assert Path(first["out"]).name.startswith("train-")
+    assert checkpoint.read(first["out"]).training["step"] == small.steps
+    assert json.loads((Path(second["out"]) / "result.json").read_text())["out"] == second["out"]
+    assert small.out is None  # the caller's config is left as it was
+    nothing = train(replace(small, save=False), progress=False)
+    assert nothing["out"] is None and sorted(Path("runs").iterdir()) == sorted(
+        [Path(first["out"]), Path(second["out"])])
+
+
+def test_the_run_records_its_data_so_that_it_resumes_from_another_folder(small, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = train(replace(small, data="corpus.txt", steps=10, out="run"), progress=False)
+    assert result["config"]["data"] == str(tmp_path / "corpus.txt")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert train(resume_config("../run", steps=20), progress=False)["resumed_at_step"] == 10
+
+
+def test_run_files_follow_the_umask_and_temp_files_of_a_killed_write_are_removed(small, tmp_path):
+    run = tmp_path / "run"
+    old = os.umask(0o027)
+    try:
+        train(replace(small, steps=10, out=str(run)), progress=False)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run.iterdir()}
+    assert modes == dict.fromkeys(["checkpoint.json", "checkpoint.pt", "metrics.jsonl",
+                                   "result.json"], 0o640)
+    # What a SIGKILL in the middle of checkpoint.atomic_write_bytes leaves behind.
+    for name in (".checkpoint.pt.k2x8_1.tmp", ".checkpoint.json.a9b.tmp", ".result.json.q.tmp"):
+        (run / name).write_bytes(b"cut short")
+    (run / "notes.tmp").write_text("the user's own")
+    train(resume_config(run, steps=20), progress=False)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.json", "checkpoint.pt",
+                                                      "metrics.jsonl", "notes.tmp", "result.json"]

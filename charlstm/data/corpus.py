@@ -10,8 +10,10 @@ A spec is
   one president's folder (`cops:obama`, `cops:Barack Obama`; `cops:all` for every speech);
 - None: text8, downloaded once into the cache.
 
-Every file must be UTF-8 text (a leading byte-order mark is dropped); a file with other bytes, or
-with NUL bytes (binary data, UTF-16), is refused with its name and the first bad byte. Line
+Every file must be UTF-8 text (a leading byte-order mark is dropped); a file with other bytes, with
+NUL bytes (binary data, UTF-16), or with more than 1% control characters, is refused with its name
+and the first bad byte. A file that is named .zip or starts as a zip does but cannot be read as one
+(cut short, damaged) is refused as a damaged zip archive, not read as text. Line
 endings become "\\n", and metadata lines are removed: a leading `President: NAME` line and
 whole-line tags such as `<title="...">` (a tag inside a line stays). Documents left empty are
 dropped. `Corpus.text` joins the documents with a blank line; `charlstm train` reads the same
@@ -20,12 +22,18 @@ documents in text8 form (charlstm.data.normalize.text8_form).
 
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from charlstm.data.download import fetch_cops, fetch_text8
 
+# The signatures a zip file starts with: a local file header, or the end record of an empty one.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+# Control characters that text does not hold (tab, newlines, vertical tab, form feed and escape
+# may appear in text files; NUL is refused on its own).
+_CONTROL = bytes([*range(1, 9), 14, 15, *range(16, 27), *range(28, 32), 127])
 _PRESIDENT_LINE = re.compile(r"\A\s*President:[^\n]*\n")
 # CoPS puts <title="..."> and <date=...> on lines of their own before each transcript.
 _TAG_LINE = re.compile(r"^[ \t]*<[A-Za-z_]+[ \t]*=[^\n]*>[ \t]*\n?", re.MULTILINE)
@@ -76,7 +84,11 @@ def read_corpus(spec=None, *, text8_url: str | None = None, cops_url: str | None
                          "a .zip of them, a text file or cops:PRESIDENT")
     if zipfile.is_zipfile(path):
         return _corpus(_zip_members(path), str(path), option)
-    return _corpus([(str(path), path.read_bytes())], str(path), option)
+    data = path.read_bytes()
+    if path.suffix.lower() == ".zip" or data[:4] in _ZIP_MAGIC:
+        raise ValueError(f"{option} {spec} is a damaged zip archive (cut short, or not a zip file "
+                         "at all); download or copy it again, or pass a folder of .txt files")
+    return _corpus([(str(path), data)], str(path), option)
 
 
 def strip_metadata(text: str) -> str:
@@ -95,11 +107,18 @@ def decode(name: str, data: bytes) -> str:
         raise ValueError(f"{name} is not text: it holds a NUL byte at offset {offset} (binary "
                          "data, or UTF-16 text); pass UTF-8 text files")
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{name} is not UTF-8 text: undecodable byte {data[exc.start]:#04x} at "
                          f"offset {exc.start}; convert it first (for example `iconv -f latin1 "
                          "-t utf-8`)") from exc
+    controls = len(data) - len(data.translate(None, _CONTROL))
+    if controls > len(data) // 100:
+        offset = next(i for i, b in enumerate(data) if b in _CONTROL)
+        raise ValueError(f"{name} is not text: {controls:,} of its {len(data):,} bytes are control "
+                         f"characters, the first ({data[offset]:#04x}) at offset {offset}; pass "
+                         "UTF-8 text files")
+    return text
 
 
 def _corpus(named_bytes, source: str, option: str) -> Corpus:
@@ -127,7 +146,11 @@ def _zip_members(path: Path, select=None) -> list[tuple[str, bytes]]:
                              "text8.zip is); put the text in .txt members")
         chosen = [i for i in sorted(texts, key=lambda i: i.filename)
                   if select is None or select(i.filename)]
-        return [(f"{path}:{i.filename}", archive.read(i)) for i in chosen]
+        try:
+            return [(f"{path}:{i.filename}", archive.read(i)) for i in chosen]
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
+            raise ValueError(f"{path} is a damaged zip archive ({exc}); download or copy it "
+                             "again, or pass a folder of .txt files") from None
 
 
 def _president_folders(name: str) -> list[str]:

@@ -10,6 +10,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from charlstm.checkpoint import umask
+
 TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
 TEXT8_BYTES = 31344016  # the size the assignment's maybe_download checks
 URL_ENV = "CHARLSTM_TEXT8_URL"
@@ -75,6 +77,7 @@ def download(url: str, path, expected_bytes: int | None = None, progress: bool =
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as out:
             received, announced = _stream(url, out, expected_bytes, progress, timeout)
             out.flush()

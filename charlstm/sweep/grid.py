@@ -18,6 +18,7 @@ from charlstm.config import TrainConfig
 
 # Fields that describe how a run is executed, not what it computes: never part of a grid.
 NOT_SWEPT = {"seed": "use --repeats and --seed", "out": "the sweep writes no run folders",
+             "save": "the sweep writes no run folders",
              "resume": "rerun the sweep command to resume it",
              "threads": "threads per worker are cores / --workers"}
 POWERS_2_TO_256 = [2, 4, 8, 16, 32, 64, 128, 256]
@@ -205,7 +206,7 @@ def units(grid: Grid) -> list[Unit]:
 
 
 def unit_config(unit: Unit, grid: Grid, threads: int) -> TrainConfig:
-    kwargs = {**grid.fixed, **unit.params, "seed": unit.seed, "threads": threads}
+    kwargs = {**grid.fixed, **unit.params, "seed": unit.seed, "threads": threads, "save": False}
     if unit.milestones:
         kwargs["steps"] = max(unit.milestones)
     return TrainConfig(**kwargs)

@@ -8,6 +8,8 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from charlstm import loop
 from charlstm.checkpoint import atomic_write_json
-from charlstm.config import RUNS_DIR
+from charlstm.config import RUNS_DIR, check_output_folder, cores
 from charlstm.sweep.claims import (MANIFEST, Claims, masked, open_storage, prepare_study,
                                    sqlite_url, unit_status)
 from charlstm.sweep.grid import Unit, unit_config, units
@@ -35,22 +37,23 @@ def format_result(unit: Unit, attrs, error) -> str:
             + (f" ({seconds:.1f} s)" if seconds is not None else ""))
 
 
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+# How long the workers get, after Ctrl-C, to end their step and record the interruption.
+STOP_SECONDS = 30
 
 
 def run(grids: list, out=f"{RUNS_DIR}/sweep", storage: str | None = None, workers: int = 1,
         trainer=None, heartbeat_seconds: int = 30, report: bool = True,
-        progress: bool = True, poll_seconds: float = 2.0) -> dict:
+        progress: bool = True, poll_seconds: float = 2.0, log=None) -> dict:
     """Run (or resume) the studies in `grids` and, when every unit is done, write the report.
 
-    `trainer(config, milestones=..., progress=False) -> dict` defaults to charlstm.train.train.
-    Several processes, here (`workers`) or on other machines (same `storage`), may run the same
-    grids at once: each unit runs once.
+    `trainer(config, milestones=..., progress=False) -> dict` defaults to charlstm.train.train,
+    and then the data every unit names is read once, here, and checked against every unit's
+    sizes before any worker starts. Several processes, here (`workers`, at most one per unit
+    left to do) or on other machines (same `storage`), may run the same grids at once: each unit
+    runs once. `log` takes the warnings (default: stderr). Ctrl-C stops the workers after their
+    current step and raises charlstm.loop.Interrupted, saying how to go on.
     """
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if workers < 1:
         raise ValueError(f"--workers {workers}: must be at least 1")
     if heartbeat_seconds < 1:
@@ -58,51 +61,48 @@ def run(grids: list, out=f"{RUNS_DIR}/sweep", storage: str | None = None, worker
     names = [g.name for g in grids]
     if len(set(names)) != len(names):
         raise ValueError(f"two grids share a study name: {names}")
-    threads = max(1, cores() // workers)
+    check_output_folder(out, "--out")
     for grid in grids:
         for unit in units(grid):
-            unit_config(unit, grid, threads).check()
+            unit_config(unit, grid, 1).check()
+    if trainer is None:
+        _check_data(grids)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     url = storage or sqlite_url(out)
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store = open_storage(url, heartbeat_seconds)
+    if storage is not None:  # a storage that cannot be opened leaves no folder behind
+        store = open_storage(url, heartbeat_seconds)
+    out.mkdir(parents=True, exist_ok=True)
+    if storage is None:
+        store = open_storage(url, heartbeat_seconds)
     Claims(url).close()
     studies = [prepare_study(store, g) for g in grids]
     _write_manifest(out, storage, names)
+    all_units = [u for g in grids for u in units(g)]
+    left = len(all_units) - _done(store, url, grids, studies, "")
+    if workers > max(1, left):
+        log(f"warning: --workers {workers} but {left} training(s) left to do; starting "
+            f"{max(1, left)}")
+        workers = max(1, left)
+    if workers > cores():
+        log(f"warning: --workers {workers} on {cores()} cores: the workers share the cores, "
+            f"each with 1 thread; --workers {cores()} is usually as fast")
+    threads = max(1, cores() // workers)
     plan = Plan(url, list(grids), uuid.uuid4().hex, threads, heartbeat_seconds, poll_seconds,
                 trainer)
-    all_units = [u for g in grids for u in units(g)]
     started = time.perf_counter()
     exit_codes = [0]
+    interrupted = False
     monitor = _Monitor(store, url, studies, grids, plan.run_id, len(all_units), progress)
     try:
         if workers == 1:
             monitor.start_thread()
             work(plan)
         else:
-            ctx = multiprocessing.get_context("spawn")
-            procs = [ctx.Process(target=worker_main, args=(plan,), daemon=False)
-                     for _ in range(workers)]
-            for p in procs:
-                p.start()
-            try:
-                monitor.start_thread()
-                running = list(procs)
-                while running:
-                    # Reap each worker as it ends, so that a killed one is seen dead at once.
-                    multiprocessing.connection.wait([p.sentinel for p in running])
-                    for p in [p for p in running if not p.is_alive()]:
-                        p.join()
-                        running.remove(p)
-                exit_codes = [p.exitcode for p in procs]
-            except BaseException:
-                for p in procs:
-                    p.terminate()
-                for p in procs:
-                    p.join()
-                raise
+            exit_codes = _run_workers(plan, workers, monitor)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         monitor.close()
     claims = Claims(url)
@@ -110,6 +110,11 @@ def run(grids: list, out=f"{RUNS_DIR}/sweep", storage: str | None = None, worker
                 for g, s in zip(grids, studies)}
     claims.close()
     done = sum(len(s.done) for s in statuses.values())
+    if interrupted:
+        raise loop.Interrupted(
+            f"interrupted; {done} of {len(all_units)} trainings are done and kept in "
+            f"{out if storage is None else masked(url)}; run the same command again to finish "
+            "the grid")
     failed = [{"study": name, "unit": key, "error": t.user_attrs.get("error")}
               for name, s in statuses.items() for key, t in s.failed.items()]
     summary = {"out": str(out), "storage": masked(url), "studies": names,
@@ -121,6 +126,91 @@ def run(grids: list, out=f"{RUNS_DIR}/sweep", storage: str | None = None, worker
         from charlstm.sweep.report import write_report
         summary["report"] = write_report(out, storage=url, studies=names)
     return summary
+
+
+def _run_workers(plan: Plan, workers: int, monitor) -> list:
+    """Start `workers` processes and wait for them; their exit codes. On Ctrl-C (to the whole
+    process group, or to this process alone) each worker is asked to stop after its step, and
+    ended if it has not within STOP_SECONDS."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=worker_main, args=(plan,), daemon=False)
+             for _ in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        monitor.start_thread()
+        running = list(procs)
+        while running:
+            # Reap each worker as it ends, so that a killed one is seen dead at once.
+            multiprocessing.connection.wait([p.sentinel for p in running])
+            for p in [p for p in running if not p.is_alive()]:
+                p.join()
+                running.remove(p)
+        return [p.exitcode for p in procs]
+    except KeyboardInterrupt:
+        _stop(procs)
+        raise
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join()
+        raise
+
+
+def _stop(procs) -> None:
+    for p in procs:
+        if p.is_alive():
+            try:
+                os.kill(p.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + STOP_SECONDS
+    try:
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:
+        pass  # a second Ctrl-C: end them now
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join()
+
+
+def _done(storage, url, grids, studies, run_id) -> int:
+    claims = Claims(url)
+    try:
+        return sum(len(unit_status(storage, claims, s, units(g), run_id).done)
+                   for g, s in zip(grids, studies))
+    finally:
+        claims.close()
+
+
+def _check_data(grids) -> None:
+    """Read each corpus the units name once, and check that it is long enough for every unit,
+    and that their devices exist, so that a grid that cannot train fails here, once, and not in
+    every worker."""
+    from charlstm.data.corpus import read_corpus
+    from charlstm.data.normalize import text8_form
+
+    lengths, devices = {}, set()
+    for grid in grids:
+        for unit in units(grid):
+            config = unit_config(unit, grid, 1)
+            if config.device != "cpu" and config.device not in devices:
+                loop.device(config.device)  # imports torch, which a CPU sweep's parent never does
+                devices.add(config.device)
+            where = (config.data, config.url)
+            if where not in lengths:
+                corpus = read_corpus(config.data, text8_url=config.url, option="--data")
+                lengths[where] = (len(text8_form(corpus.documents)[0]), corpus.source)
+            characters, source = lengths[where]
+            try:
+                config.check_text(characters, source)
+            except ValueError as exc:
+                point = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in unit.params.items())
+                raise ValueError(f"{point}: {exc}") from None
 
 
 def _write_manifest(out: Path, url: str | None, names: list) -> None:

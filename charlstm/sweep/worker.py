@@ -6,6 +6,7 @@ Workers run in local processes (`run`), on other machines with the same storage,
 """
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -216,7 +217,17 @@ def _run_unit(storage, claims, study, grid, unit, trial_id, plan, trainer, on_re
         on_result(unit, attrs, None)
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
 def worker_main(plan: Plan):
-    work(plan)
+    """A worker process: it stops like Ctrl-C when ended (SIGTERM), records its unit as
+    interrupted, and exits with 130 without a traceback; the parent says how to go on."""
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        work(plan)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 

@@ -13,6 +13,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <c10/util/Exception.h>
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #define CHARLSTM_X86_DISPATCH 1
 #include <immintrin.h>
@@ -27,16 +29,20 @@ namespace cpu {
 enum class Simd { Baseline, Avx2, Avx512 };
 
 // The widest build the processor runs, unless CHARLSTM_CPU_SIMD names a narrower one (avx2 or
-// baseline), which tests use to run every build on one machine.
+// baseline), which tests use to run every build on one machine; a value that names no build is
+// an error, since ignoring it would time one build as another.
 inline Simd detect_simd() {
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
     Simd best = avx512 ? Simd::Avx512 : avx2 ? Simd::Avx2 : Simd::Baseline;
     const char* wanted = std::getenv("CHARLSTM_CPU_SIMD");
-    if (wanted != nullptr && std::strcmp(wanted, "baseline") == 0) return Simd::Baseline;
-    if (wanted != nullptr && std::strcmp(wanted, "avx2") == 0 && best == Simd::Avx512) return Simd::Avx2;
-    return best;
+    if (wanted == nullptr || *wanted == '\0' || std::strcmp(wanted, "avx512") == 0) return best;
+    if (std::strcmp(wanted, "baseline") == 0) return Simd::Baseline;
+    TORCH_CHECK_VALUE(std::strcmp(wanted, "avx2") == 0, "CHARLSTM_CPU_SIMD=", wanted,
+                      " is not a build of the CPU kernels; set it to avx512, avx2 or baseline, ",
+                      "or unset it");
+    return best == Simd::Avx512 ? Simd::Avx2 : best;
 }
 
 inline Simd active_simd() {
