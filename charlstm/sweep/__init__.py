@@ -5,6 +5,8 @@
     worker.py   a worker: claim a unit, train it, record the result
     run.py      checking, starting the workers, progress, and the report at the end
     writeup.py  the write-up the udacity preset reproduces: its statements and single runs
+    noise.py    seed-to-seed spread and the validation text's bootstrap, as intervals
+    verdicts.py this run's verdict on each of the write-up's statements
     report.py   trials.csv, the plots and report.md, computed from the trials
     plots.py    the figures
 
