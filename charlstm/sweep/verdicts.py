@@ -95,6 +95,7 @@ class Claim:
     verdict: str
     detail: str = ""
     estimate: Estimate | None = None
+    short: str = ""  # for the side-by-side table, when the estimate alone would not say it
 
 
 @dataclass
@@ -361,6 +362,13 @@ def hypothesis_3(trials: Trials) -> Answer:
     return Answer(writeup.HYPOTHESES[2], claim.verdict, _short(claim), [claim], notes)
 
 
+def _learns(trials: Trials, keys: list, what: str, text: str) -> Claim:
+    verdict, detail, e = _learning(trials, keys, what)
+    short = (f"{verdict}, the best of {len(keys)} at {fmt(e.value)} {interval(e)} against "
+             f"{UNIFORM_PERPLEXITY} for nothing learned" if e else "")
+    return Claim(text, verdict, detail, e, short)
+
+
 def _learning(trials: Trials, keys: list, what: str) -> tuple[str, str, Estimate | None]:
     """Whether runs of these points learn: (verdict on 'they learn', detail, best estimate). A
     point learns when its mean perplexity is separably below UNIFORM_PERPLEXITY, what a model
@@ -463,8 +471,8 @@ def question_2(trials: Trials) -> Answer:
     statement = writeup.QUESTIONS[1]
     over = [k for study in trials.grids for k in trials.points(study)
             if trials.config(k)["unrollings"] > trials.config(k)["nodes"]]
-    verdict, detail, e = _learning(trials, over, "more unrollings than nodes")
-    claims = [Claim("a model with more unrollings than nodes learns", verdict, detail, e)]
+    claims = [_learns(trials, over, "more unrollings than nodes",
+                      "a model with more unrollings than nodes learns")]
     study = trials.two_d("nodes", "unrollings")
     if study is None:
         claims.append(Claim("more unrollings still help", NOT_ANSWERED,
@@ -535,9 +543,8 @@ def question_3(trials: Trials) -> Answer:
                       "not answered: no run with more unrollings than steps has a 1-unrolling "
                       "run beside it (the preset's `runs` study has one)")
         return Answer(statement, NOT_ANSWERED, claim.detail, [claim])
-    verdict, detail, e = _learning(trials, [long for _, long, _, _ in pairs],
-                                   "more unrollings than steps")
-    claims = [Claim("a model with more unrollings than steps learns", verdict, detail, e)]
+    claims = [_learns(trials, [long for _, long, _, _ in pairs], "more unrollings than steps",
+                      "a model with more unrollings than steps learns")]
     for study, _, cl, e in pairs:
         verdict = INCORRECT if e.sign != 0 else NOT_SEPARABLE
         direction = "lower" if e.value < 0 else "higher"
@@ -570,6 +577,8 @@ def _runs_key(trials: Trials, run: writeup.Run) -> tuple | None:
 
 def _short(claim: Claim) -> str:
     e = claim.estimate
+    if claim.short:
+        return f"{claim.text}: {claim.short}"
     if e is None:
         return f"{claim.text}: {claim.verdict}"
     return f"{claim.text}: {fmt(e.value)} {interval(e)}"
