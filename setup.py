@@ -73,6 +73,32 @@ def cuda_library_includes(toolkit):
     return sorted(set(p for p in found if os.path.isdir(p)))
 
 
+def default_cuda_archs(toolkit):
+    """The architectures the installed torch runs on that this nvcc can compile, the newest with
+    PTX too, so that a GPU newer than all of them JIT-compiles that PTX instead of finding no kernel.
+    With torch 2.14.1 (CUDA 13.0): 7.5;8.0;8.6;9.0;10.0;12.0+PTX.
+    """
+    flags = getattr(torch._C, "_cuda_getArchFlags", lambda: "")() or ""
+    wanted = [a[3:] for a in flags.split() if a.startswith("sm_") and a[3:].isdigit()]
+    try:
+        listed = subprocess.run([os.path.join(toolkit, "bin", "nvcc"), "--list-gpu-code"], capture_output=True,
+                                text=True, timeout=60).stdout.split()
+        known = {a[3:] for a in listed if a.startswith("sm_")}
+    except (OSError, subprocess.SubprocessError):
+        known = set(wanted)
+    archs = sorted({a for a in wanted if a in known} or {"80", "90"}, key=int)
+    return ";".join(f"{a[:-1]}.{a[-1]}" for a in archs) + "+PTX"
+
+
+def embedded_cuda_code(archs):
+    """What TORCH_CUDA_ARCH_LIST `archs` puts into the module, in the words of the nvcc flags that
+    torch's build makes of it: sm_XY machine code and compute_XY PTX."""
+    os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+    codes = {flag.split("code=")[-1] for flag in cpp_extension._get_cuda_arch_flags() if "code=" in flag}
+    number = lambda code: int("".join(filter(str.isdigit, code)))  # noqa: E731
+    return " ".join(sorted(codes, key=lambda code: (code.startswith("compute"), number(code))))
+
+
 TOOLKIT = cuda_toolkit()
 if TOOLKIT is not None:
     # Before cpp_extension is imported: it fixes its own guess of CUDA_HOME at import time.
@@ -101,15 +127,16 @@ def extension():
 
     cpp_extension.CUDA_HOME = toolkit
     include_dirs += cuda_library_includes(toolkit)
-    archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-    os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+    archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or default_cuda_archs(toolkit)
+    code = embedded_cuda_code(archs)
     werror = ["-Werror"] if os.environ.get("CHARLSTM_WERROR") == "1" else []
-    print(f"charlstm: building the CUDA extension for sm {archs} with {toolkit}; "
+    print(f"charlstm: building the CUDA extension for {archs} ({code}) with {toolkit}; "
           f"torch {torch.__version__} (CUDA {torch.version.cuda})", flush=True)
     return cpp_extension.CUDAExtension(
         "charlstm._C", sources + sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp")),
         include_dirs=include_dirs,
-        define_macros=[("CHARLSTM_WITH_CUDA", "1"), ("CHARLSTM_CUDA_ARCHS", f'"{archs}"')],
+        define_macros=[("CHARLSTM_WITH_CUDA", "1"), ("CHARLSTM_CUDA_ARCHS", f'"{archs}"'),
+                       ("CHARLSTM_CUDA_CODE", f'"{code}"')],
         extra_compile_args={"cxx": cxx + ["-Wall"] + werror,
                             "nvcc": ["-O3", "--expt-relaxed-constexpr", "-Xcompiler=-Wall"]
                             + (["-Werror", "all-warnings", "-Xcompiler=-Werror"] if werror else [])},

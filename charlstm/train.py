@@ -216,10 +216,12 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
                 loss = F.cross_entropy(logits.reshape(-1, model.vocab_size), window[1:].reshape(-1))
                 loss.backward()
                 norm = clip_global_norm_(parameters, config.clip)
-            loss_value = loss.item()
+            # One device-to-host transfer per step for both figures.
+            loss_value, norm_value = torch.stack([loss.detach().float(),
+                                                  norm.detach().float()]).tolist()
             loop.check_finite(f"step {step}", f"lower --lr (now {config.lr}) or --clip (now "
                               f"{config.clip})", run.checkpoint, loss=loss_value,
-                              gradient_norm=norm.item())
+                              gradient_norm=norm_value)
             if config.backend != "fused":
                 sgd_step_(parameters, lr)
             state = tuple(s.detach() for s in next_state)

@@ -9,13 +9,19 @@
 #include <algorithm>
 #include <cmath>
 #include <sstream>
+#include <vector>
 
-#include "lm_step.h"
+#include "device.h"
 #include "sequence.h"
 #include "steps.h"
+#include "train_step.h"
 
 #ifndef CHARLSTM_CUDA_ARCHS
 #define CHARLSTM_CUDA_ARCHS ""
+#endif
+// The code TORCH_CUDA_ARCH_LIST embedded: sm_XY machine code and compute_XY PTX, space-separated.
+#ifndef CHARLSTM_CUDA_CODE
+#define CHARLSTM_CUDA_CODE ""
 #endif
 
 namespace charlstm {
@@ -61,27 +67,46 @@ int64_t check_weights(int64_t G, const Tensor& w_ih, const Tensor& w_hh, const O
     return H;
 }
 
-// Token ids in `ids` must index a table of `size` rows.
-void check_ids(const Tensor& ids, const char* what, int64_t size, const char* size_name) {
-    int64_t min = 0, max = 0;
-    if (ids.is_cpu() && ids.is_contiguous()) {
-        // A plain loop: aminmax and two item() calls cost more than the few hundred ids of a window.
-        const int64_t* p = ids.data_ptr<int64_t>();
-        min = max = p[0];
-        for (int64_t i = 1; i < ids.numel(); ++i) {
-            min = std::min(min, p[i]);
-            max = std::max(max, p[i]);
+// The smallest and largest id of each tensor, in that order. On the CPU a plain loop (aminmax and
+// item() calls cost more than the few hundred ids of a window); on a device one reduction per
+// tensor and a single transfer for all the bounds, which is the host's only wait for the device in
+// a forward op with token ids.
+std::vector<int64_t> id_bounds(const std::vector<Tensor>& ids) {
+    std::vector<int64_t> bounds;
+    if (ids.front().is_cpu()) {
+        for (const Tensor& t : ids) {
+            const Tensor c = t.contiguous();
+            const int64_t* p = c.data_ptr<int64_t>();
+            int64_t min = p[0], max = p[0];
+            for (int64_t i = 1; i < c.numel(); ++i) {
+                min = std::min(min, p[i]);
+                max = std::max(max, p[i]);
+            }
+            bounds.insert(bounds.end(), {min, max});
         }
-    } else {
-        const auto [lo, hi] = at::aminmax(ids);
-        min = lo.item<int64_t>(), max = hi.item<int64_t>();
+        return bounds;
     }
+    std::vector<Tensor> parts;
+    for (const Tensor& t : ids) {
+        const auto [lo, hi] = at::aminmax(t);
+        parts.insert(parts.end(), {lo, hi});
+    }
+    const Tensor host = at::stack(parts).to(at::kCPU);
+    const int64_t* p = host.data_ptr<int64_t>();
+    return std::vector<int64_t>(p, p + host.numel());
+}
+
+// Token ids with bounds [min, max] must index a table of `size` rows.
+void check_id_range(int64_t min, int64_t max, const char* what, int64_t size, const char* size_name) {
     TORCH_CHECK(min >= 0 && max < size, what, " must lie in [0, ", size, ") (", size_name, "), got values from ",
                 min, " to ", max);
 }
 
 // Checks x, float [T, B, I] / ids [T, B] for sequences and [B, I] / [B] for cells; returns T, B.
-std::pair<int64_t, int64_t> check_input(const Tensor& x, const Tensor& w_ih, bool sequence) {
+// `id_values`: also check that token ids index w_ih's columns (the backward ops, whose ids the
+// forward op checked, skip it on devices, where it would be a wait for the device).
+std::pair<int64_t, int64_t> check_input(const Tensor& x, const Tensor& w_ih, bool sequence,
+                                        bool id_values = true) {
     const int64_t dims = sequence ? 3 : 2;
     const char* shape = sequence ? "[T, B, input_size]" : "[B, input_size]";
     const char* id_shape = sequence ? "[T, B]" : "[B]";
@@ -89,8 +114,9 @@ std::pair<int64_t, int64_t> check_input(const Tensor& x, const Tensor& w_ih, boo
                 ": move all inputs to one device");
     if (x.scalar_type() == at::kLong) {
         TORCH_CHECK(x.dim() == dims - 1, "token ids x must have shape ", id_shape, ", got ", x.sizes());
-        if (x.numel() > 0) {
-            check_ids(x, "token ids x", w_ih.size(1), "input_size = w_ih.size(1)");
+        if (x.numel() > 0 && id_values) {
+            const auto b = id_bounds({x});
+            check_id_range(b[0], b[1], "token ids x", w_ih.size(1), "input_size = w_ih.size(1)");
         }
     } else {
         TORCH_CHECK(at::isFloatingType(x.scalar_type()), "x has dtype ", x.scalar_type(),
@@ -115,6 +141,32 @@ void check_state(const Tensor& s, const char* name, int64_t B, int64_t H, const 
                 "] (batch, hidden_size), got ", s.sizes());
 }
 
+// A tensor a backward op takes from the forward (its output, what it saved) or as an incoming
+// gradient: on w_hh's device, in its dtype, of shape `shape`, which `what` describes.
+void check_sized(const Tensor& t, const char* name, at::IntArrayRef shape, const char* what, const Tensor& w_hh) {
+    check_like(t, name, w_hh);
+    TORCH_CHECK(t.sizes() == shape, name, " must have shape ", shape, " (", what, "), got ", t.sizes());
+}
+
+void check_sized(const OptTensor& t, const char* name, at::IntArrayRef shape, const char* what,
+                 const Tensor& w_hh) {
+    if (t.has_value() && t->defined()) check_sized(*t, name, shape, what, w_hh);
+}
+
+// What every backward op takes: the forward's x, h0 and weights, its output y, and the incoming
+// gradients of y and hT. Returns T, B, H.
+std::tuple<int64_t, int64_t, int64_t> check_backward(int64_t G, const OptTensor& grad_y, const OptTensor& grad_hT,
+                                                     const Tensor& x, const Tensor& h0, const Tensor& w_ih,
+                                                     const Tensor& w_hh, const Tensor& y) {
+    const int64_t H = check_weights(G, w_ih, w_hh, std::nullopt, std::nullopt);
+    const auto [T, B] = check_input(x, w_ih, true, /*id_values=*/x.is_cpu());
+    check_state(h0, "h0", B, H, w_hh);
+    check_sized(y, "y", {T, B, H}, "[T, B, hidden_size]: the forward's output", w_hh);
+    check_sized(grad_y, "grad_y", {T, B, H}, "[T, B, hidden_size], as y", w_hh);
+    check_sized(grad_hT, "grad_hT", {B, H}, "[B, hidden_size], as hT", w_hh);
+    return {T, B, H};
+}
+
 OptTensor contiguous(const OptTensor& t) {
     return t.has_value() && t->defined() ? OptTensor(t->contiguous()) : std::nullopt;
 }
@@ -125,8 +177,9 @@ bool relu_from(const std::string& nonlinearity) {
     return nonlinearity == "relu";
 }
 
-// ---- checked entry points, registered for CPU and CUDA ----
+// ---- checked entry points, one instantiation per device (device.h) ----
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward_op(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh) {
@@ -134,10 +187,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward_op(
     const auto [T, B] = check_input(x, w_ih, true);
     check_state(h0, "h0", B, H, w_hh);
     check_state(c0, "c0", B, H, w_hh);
-    return lstm_forward(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh, contiguous(b_ih),
+    return lstm_forward<Device>(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh, contiguous(b_ih),
                         contiguous(b_hh));
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor> lstm_cell_op(
     const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh) {
@@ -145,47 +199,59 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell_op(
     const auto [T, B] = check_input(x, w_ih, false);
     check_state(h, "h", B, H, w_hh);
     check_state(c, "c", B, H, w_hh);
-    auto [y, hT, cT, gates, cs] = lstm_forward(x.contiguous().unsqueeze(0), h.contiguous(), c.contiguous(),
+    auto [y, hT, cT, gates, cs] = lstm_forward<Device>(x.contiguous().unsqueeze(0), h.contiguous(), c.contiguous(),
                                                w_ih, w_hh, contiguous(b_ih), contiguous(b_hh));
     return {hT, cT, gates[0]};
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward_op(
     const OptTensor& grad_y, const OptTensor& grad_hT, const OptTensor& grad_cT, const Tensor& x,
     const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
     const Tensor& gates, const Tensor& cs) {
-    return lstm_backward(contiguous(grad_y), contiguous(grad_hT), contiguous(grad_cT), x.contiguous(),
+    const auto [T, B, H] = check_backward(4, grad_y, grad_hT, x, h0, w_ih, w_hh, y);
+    check_state(c0, "c0", B, H, w_hh);
+    check_sized(grad_cT, "grad_cT", {B, H}, "[B, hidden_size], as cT", w_hh);
+    check_sized(gates, "gates", {T, B, 4 * H}, "[T, B, 4*hidden_size]: saved by lstm_forward", w_hh);
+    check_sized(cs, "cs", {T, B, H}, "[T, B, hidden_size]: saved by lstm_forward", w_hh);
+    return lstm_backward<Device>(contiguous(grad_y), contiguous(grad_hT), contiguous(grad_cT), x.contiguous(),
                          h0.contiguous(), c0.contiguous(), w_ih, w_hh, y.contiguous(), gates.contiguous(),
                          cs.contiguous());
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor> gru_forward_op(
     const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
     const OptTensor& b_hh) {
     const int64_t H = check_weights(3, w_ih, w_hh, b_ih, b_hh);
     const auto [T, B] = check_input(x, w_ih, true);
     check_state(h0, "h0", B, H, w_hh);
-    return gru_forward(x.contiguous(), h0.contiguous(), w_ih, w_hh, contiguous(b_ih), contiguous(b_hh));
+    return gru_forward<Device>(x.contiguous(), h0.contiguous(), w_ih, w_hh, contiguous(b_ih), contiguous(b_hh));
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor> gru_cell_op(
     const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
     const OptTensor& b_hh) {
     const int64_t H = check_weights(3, w_ih, w_hh, b_ih, b_hh);
     const auto [T, B] = check_input(x, w_ih, false);
     check_state(h, "h", B, H, w_hh);
-    auto [y, hT, save] = gru_forward(x.contiguous().unsqueeze(0), h.contiguous(), w_ih, w_hh,
+    auto [y, hT, save] = gru_forward<Device>(x.contiguous().unsqueeze(0), h.contiguous(), w_ih, w_hh,
                                      contiguous(b_ih), contiguous(b_hh));
     return {hT, save[0]};
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_op(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& save) {
-    return gru_backward(contiguous(grad_y), contiguous(grad_hT), x.contiguous(), h0.contiguous(), w_ih,
+    const auto [T, B, H] = check_backward(3, grad_y, grad_hT, x, h0, w_ih, w_hh, y);
+    check_sized(save, "save", {T, B, 4 * H}, "[T, B, 4*hidden_size]: saved by gru_forward", w_hh);
+    return gru_backward<Device>(contiguous(grad_y), contiguous(grad_hT), x.contiguous(), h0.contiguous(), w_ih,
                         w_hh, y.contiguous(), save.contiguous());
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor> rnn_forward_op(
     const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
     const OptTensor& b_hh, const std::string& nonlinearity) {
@@ -193,25 +259,52 @@ std::tuple<Tensor, Tensor> rnn_forward_op(
     const int64_t H = check_weights(1, w_ih, w_hh, b_ih, b_hh);
     const auto [T, B] = check_input(x, w_ih, true);
     check_state(h0, "h0", B, H, w_hh);
-    return rnn_forward(x.contiguous(), h0.contiguous(), w_ih, w_hh, contiguous(b_ih), contiguous(b_hh), relu);
+    return rnn_forward<Device>(x.contiguous(), h0.contiguous(), w_ih, w_hh, contiguous(b_ih), contiguous(b_hh), relu);
 }
 
+template <class Device>
 Tensor rnn_cell_op(const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh,
                    const OptTensor& b_ih, const OptTensor& b_hh, const std::string& nonlinearity) {
     const bool relu = relu_from(nonlinearity);
     const int64_t H = check_weights(1, w_ih, w_hh, b_ih, b_hh);
     const auto [T, B] = check_input(x, w_ih, false);
     check_state(h, "h", B, H, w_hh);
-    auto [y, hT] = rnn_forward(x.contiguous().unsqueeze(0), h.contiguous(), w_ih, w_hh, contiguous(b_ih),
+    auto [y, hT] = rnn_forward<Device>(x.contiguous().unsqueeze(0), h.contiguous(), w_ih, w_hh, contiguous(b_ih),
                                contiguous(b_hh), relu);
     return hT;
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward_op(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const std::string& nonlinearity) {
-    return rnn_backward(contiguous(grad_y), contiguous(grad_hT), x.contiguous(), h0.contiguous(), w_ih,
-                        w_hh, y.contiguous(), relu_from(nonlinearity));
+    const bool relu = relu_from(nonlinearity);
+    check_backward(1, grad_y, grad_hT, x, h0, w_ih, w_hh, y);
+    return rnn_backward<Device>(contiguous(grad_y), contiguous(grad_hT), x.contiguous(), h0.contiguous(), w_ih,
+                        w_hh, y.contiguous(), relu);
+}
+
+// The training step updates its weights in place, so they must hold small updates: in bfloat16 an
+// update below about 0.4% of a weight rounds away (half its 2^-7 spacing), in float16 below 0.05%.
+void check_master_weights(at::ScalarType dtype) {
+    const bool half = dtype == at::kHalf;
+    TORCH_CHECK(!half && dtype != at::kBFloat16, "lm_sgd_step updates the weights in place, and in ",
+                dtype, " an update smaller than about ", half ? "0.05%" : "0.4%", " of a weight rounds away: "
+                "keep the weights in float32 (the master copy) and pass compute_dtype=torch.",
+                half ? "float16" : "bfloat16", " to run the step in 16-bit on CUDA (float32 weights also get "
+                "tensor-core products through TF32: torch.backends.cuda.matmul.allow_tf32 = True)");
+}
+
+// A compute dtype the device's kernels take, no wider than the weights it is copied from.
+void check_compute_dtype(at::ScalarType compute, const Tensor& w_hh) {
+    const bool cuda = w_hh.is_cuda();
+    TORCH_CHECK(cuda ? is_any_float(compute) : is_cpu_float(compute), "compute_dtype ", compute,
+                " is not one that charlstm's ", cuda ? "CUDA" : "CPU", " kernels take: ",
+                cuda ? "float32, float64, float16 or bfloat16"
+                     : "float32 or float64 (16-bit compute runs on CUDA)");
+    TORCH_CHECK(c10::elementSize(compute) <= c10::elementSize(w_hh.scalar_type()), "compute_dtype ", compute,
+                " is wider than the weights' ", w_hh.scalar_type(), ": the weights are the master copy, so pass "
+                "them in ", compute, " or choose a narrower compute_dtype");
 }
 
 Cell cell_from(const std::string& name) {
@@ -222,11 +315,13 @@ Cell cell_from(const std::string& name) {
     TORCH_CHECK(false, "cell must be \"lstm\", \"gru\", \"rnn_tanh\" or \"rnn_relu\", got \"", name, "\"");
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lm_sgd_step_op(
     const Tensor& window, const Tensor& h, const OptTensor& c, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, const Tensor& w_out, const Tensor& b_out,
-    const std::string& cell_name, double lr, double clip) {
+    const std::string& cell_name, double lr, double clip, std::optional<at::ScalarType> compute_dtype) {
     const Cell cell = cell_from(cell_name);
+    check_master_weights(w_hh.scalar_type());
     const int64_t H = check_weights(cell == Cell::Lstm ? 4 : cell == Cell::Gru ? 3 : 1, w_ih, w_hh, b_ih, b_hh);
     TORCH_CHECK(window.device() == w_ih.device(), "window is on ", window.device(), " but w_ih is on ",
                 w_ih.device(), ": move all inputs to one device");
@@ -242,8 +337,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lm_sgd_step_op(
     check_like(b_out, "b_out", w_hh);
     TORCH_CHECK(b_out.dim() == 1 && b_out.size(0) == w_out.size(1), "b_out must have shape [",
                 w_out.size(1), "] (w_out.size(1)), got ", b_out.sizes());
-    check_ids(window.narrow(0, 0, T), "input ids window[:-1]", w_ih.size(1), "input_size = w_ih.size(1)");
-    check_ids(window.narrow(0, 1, T), "target ids window[1:]", w_out.size(1), "vocabulary = w_out.size(1)");
+    const auto b = id_bounds({window.narrow(0, 0, T), window.narrow(0, 1, T)});
+    check_id_range(b[0], b[1], "input ids window[:-1]", w_ih.size(1), "input_size = w_ih.size(1)");
+    check_id_range(b[2], b[3], "target ids window[1:]", w_out.size(1), "vocabulary = w_out.size(1)");
     const bool has_c = c.has_value() && c->defined();
     TORCH_CHECK(has_c == (cell == Cell::Lstm), cell == Cell::Lstm ? "the LSTM needs a cell state c"
                 : "c must be None: only the LSTM has a cell state", " (cell \"", cell_name, "\")");
@@ -251,9 +347,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lm_sgd_step_op(
     if (has_c) check_state(*c, "c", B, H, w_hh);
     TORCH_CHECK(std::isfinite(lr), "lr must be a finite number, got ", lr);
     TORCH_CHECK(!std::isnan(clip), "clip must be a number (0 or less turns clipping off), got nan");
+    if (compute_dtype) check_compute_dtype(*compute_dtype, w_hh);
     auto [loss, norm, logits, state] =
-        lm_sgd_step(window, has_c ? std::vector{h, *c} : std::vector{h}, cell, w_ih, w_hh, b_ih, b_hh, w_out,
-                    b_out, lr, clip);
+        lm_sgd_step<Device>(window, has_c ? std::vector{h, *c} : std::vector{h}, cell, w_ih, w_hh, b_ih, b_hh, w_out,
+                            b_out, lr, clip, compute_dtype);
     return {loss, norm, logits, state[0], has_c ? state[1] : at::empty({0}, h.options())};
 }
 
@@ -265,6 +362,7 @@ std::string build_info() {
     s << "{\"cuda\": false, ";
 #endif
     s << "\"cuda_archs\": \"" << CHARLSTM_CUDA_ARCHS << "\", ";
+    s << "\"cuda_code\": \"" << CHARLSTM_CUDA_CODE << "\", ";
 #ifdef _OPENMP
     s << "\"openmp\": true, ";
 #else
@@ -301,28 +399,53 @@ TORCH_LIBRARY(charlstm, m) {
     // state would read better, but torch.compile cannot functionalize a mutating op that returns
     // a list.)
     m.def("lm_sgd_step(Tensor window, Tensor h, Tensor? c, Tensor(a!) w_ih, Tensor(b!) w_hh, Tensor(c!)? b_ih, "
-          "Tensor(d!)? b_hh, Tensor(e!) w_out, Tensor(f!) b_out, str cell, float lr, float clip) "
+          "Tensor(d!)? b_hh, Tensor(e!) w_out, Tensor(f!) b_out, str cell, float lr, float clip, "
+          "ScalarType? compute_dtype=None) "
           "-> (Tensor loss, Tensor norm, Tensor logits, Tensor hT, Tensor cT)");
     m.def("build_info() -> str", &build_info);
 }
 
-// The same checked entry points serve both keys: the drivers pick the CPU or CUDA pointwise step
-// from the tensors' device. A build without CUDA kernels still registers the CUDA key, so that
-// CUDA tensors get charlstm's own message rather than a missing-kernel error.
-#define CHARLSTM_REGISTER_IMPLS(m)                    \
-    m.impl("lstm_forward", &lstm_forward_op);         \
-    m.impl("lstm_cell", &lstm_cell_op);               \
-    m.impl("lstm_backward", &lstm_backward_op);       \
-    m.impl("gru_forward", &gru_forward_op);           \
-    m.impl("gru_cell", &gru_cell_op);                 \
-    m.impl("gru_backward", &gru_backward_op);         \
-    m.impl("rnn_forward", &rnn_forward_op);           \
-    m.impl("rnn_cell", &rnn_cell_op);                 \
-    m.impl("rnn_backward", &rnn_backward_op);         \
-    m.impl("lm_sgd_step", &lm_sgd_step_op);
+namespace {
 
-TORCH_LIBRARY_IMPL(charlstm, CPU, m) { CHARLSTM_REGISTER_IMPLS(m) }
-TORCH_LIBRARY_IMPL(charlstm, CUDA, m) { CHARLSTM_REGISTER_IMPLS(m) }
+template <class Device>
+void register_kernels(torch::Library& m) {
+    m.impl("lstm_forward", &lstm_forward_op<Device>);
+    m.impl("lstm_cell", &lstm_cell_op<Device>);
+    m.impl("lstm_backward", &lstm_backward_op<Device>);
+    m.impl("gru_forward", &gru_forward_op<Device>);
+    m.impl("gru_cell", &gru_cell_op<Device>);
+    m.impl("gru_backward", &gru_backward_op<Device>);
+    m.impl("rnn_forward", &rnn_forward_op<Device>);
+    m.impl("rnn_cell", &rnn_cell_op<Device>);
+    m.impl("rnn_backward", &rnn_backward_op<Device>);
+    m.impl("lm_sgd_step", &lm_sgd_step_op<Device>);
+}
+
+#ifndef CHARLSTM_WITH_CUDA
+const char* const kOps[] = {"lstm_forward", "lstm_cell",    "lstm_backward", "gru_forward", "gru_cell",
+                            "gru_backward", "rnn_forward", "rnn_cell",      "rnn_backward", "lm_sgd_step"};
+
+// A build without CUDA kernels still answers CUDA tensors, with charlstm's own message rather
+// than a missing-kernel error.
+void cuda_kernels_missing(const c10::OperatorHandle& op, torch::jit::Stack*) {
+    TORCH_CHECK(false, op.schema().name(), ": charlstm was built without CUDA kernels; reinstall it where "
+                "torch has CUDA and nvcc is on the PATH (see `charlstm info`)");
+}
+#endif
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(charlstm, CPU, m) { register_kernels<Cpu>(m); }
+
+TORCH_LIBRARY_IMPL(charlstm, CUDA, m) {
+#ifdef CHARLSTM_WITH_CUDA
+    register_kernels<Cuda>(m);
+#else
+    for (const char* name : kOps) {
+        m.impl(name, torch::CppFunction::makeFromBoxedFunction<&cuda_kernels_missing>());
+    }
+#endif
+}
 
 }  // namespace charlstm
 

@@ -1,5 +1,6 @@
-// Sequence drivers: the matrix products through ATen (so CPU BLAS or cuBLAS on the current stream),
-// and one pointwise step per time step from csrc/cpu or csrc/cuda.
+// Sequence drivers: one forward and one backward time loop, each a template over the cell (the
+// traits below say what a cell's steps read and write) and the device (device.h). The matrix
+// products go through gemm.h, the pointwise steps to csrc/cpu or csrc/cuda.
 //
 // Forward: the input projection of all T steps is one product ([T*B, I] x [I, G*H]); token ids
 // skip it and gather rows of w_ih^T inside the pointwise step. Each step then adds h W_hh^T.
@@ -8,60 +9,20 @@
 // is a row scatter-add, never a one-hot product. Buffers are allocated once per call.
 #include "sequence.h"
 
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/native/CPUBlas.h>
 #include <c10/core/DeviceGuard.h>
 
 #include <algorithm>
 #include <type_traits>
+#include <vector>
 
+#include "cpu/loops.h"
+#include "device.h"
+#include "gemm.h"
 #include "steps.h"
-
-#ifdef CHARLSTM_WITH_CUDA
-#include <ATen/cuda/CUDAContext.h>
-#endif
 
 namespace charlstm {
 namespace {
-
-template <typename T> struct Storage { using type = T; };
-template <> struct Storage<at::Half> { using type = Half; };
-template <> struct Storage<at::BFloat16> { using type = BFloat16; };
-
-template <typename T>
-typename Storage<T>::type* ptr(const Tensor& t) {
-    return t.defined() ? reinterpret_cast<typename Storage<T>::type*>(t.data_ptr<T>()) : nullptr;
-}
-
-template <typename T>
-constexpr bool cpu_storage = std::is_same_v<T, float> || std::is_same_v<T, double>;
-
-#ifdef CHARLSTM_WITH_CUDA
-#define CHARLSTM_CUDA_STEP(fn, args) cuda::fn(args, at::cuda::getCurrentCUDAStream().stream())
-#else
-#define CHARLSTM_CUDA_STEP(fn, args)                                                               \
-    TORCH_CHECK(false, "charlstm was built without CUDA kernels; reinstall it where torch has CUDA " \
-                       "and nvcc is on the PATH (see `charlstm info`)")
-#endif
-
-// Runs one pointwise step on the device of `like`. The CPU kernels exist for float and double
-// only, which ops.cpp enforces before dispatching 16-bit CPU tensors here.
-#define CHARLSTM_STEP(fn, args, like)                                  \
-    do {                                                               \
-        if ((like).is_cuda()) {                                        \
-            CHARLSTM_CUDA_STEP(fn, args);                              \
-        } else {                                                       \
-            if constexpr (cpu_storage<scalar_t>) {                     \
-                cpu::fn(args);                                         \
-            } else {                                                   \
-                TORCH_CHECK(false, "charlstm's CPU kernels take float32 or float64"); \
-            }                                                          \
-        }                                                              \
-    } while (0)
-
-#define CHARLSTM_DISPATCH(dtype, name, ...) \
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
 
 bool is_ids(const Tensor& x) { return x.scalar_type() == at::kLong; }
 
@@ -75,84 +36,134 @@ Tensor bias_sum(const OptTensor& a, const OptTensor& b) {
 
 Tensor defined_or_empty(const OptTensor& t) { return t.has_value() ? *t : Tensor(); }
 
-// [T*B, G*H] = x W_ih^T + bias for float inputs, written into `out`.
-void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Tensor out) {
-    const Tensor x2d = x.reshape({-1, x.size(2)});
-    if (bias.defined()) {
-        at::addmm_out(out, bias, x2d, w_ih.t());
-    } else {
-        at::mm_out(out, x2d, w_ih.t());
-    }
-}
+// ---- what the forward and backward passes of a cell read and write ----
 
-// Float CPU tensors take charlstm's own product, transpose and loops (brgemm, see product());
-// everything else goes through ATen.
-bool brgemm_path(const Tensor& t) { return t.is_cpu() && t.scalar_type() == at::kFloat; }
-
-// `rows` consecutive rows of a contiguous tensor whose last dimension is the row, starting at row
-// `first` of its flattened view. The drivers name each step's [B, N] block this way: the CPU path
-// needs only its address, and making a tensor (select) for every operand of every step cost about
-// a microsecond each, ~100 per training step.
-struct Rows {
-    const Tensor& base;
-    int64_t first, rows;
-
-    int64_t cols() const { return base.size(-1); }
-    Tensor view() const { return base.view({-1, cols()}).narrow(0, first, rows); }
-    template <typename T> T* data() const { return base.data_ptr<T>() + first * cols(); }
+// A forward pass's tensors; a cell leaves those it does not use undefined.
+struct ForwardTensors {
+    int64_t T, B, H;
+    Tensor ids;    // int64 [T, B] for token-id input
+    Tensor table;  // [V, G*H]: w_ih^T plus the input bias, gathered for token ids
+    Tensor pre;    // [T, B, G*H]: the projected input, plus h W_hh^T where the cell adds it there
+    Tensor hproj;  // [B, G*H]: h W_hh^T + b_hh of the current step, for a cell that keeps it apart
+    Tensor y, h0, c0;
+    Tensor saved;  // LSTM: cell states [T, B, H]; GRU: r z n hn [T, B, 4H]
 };
 
-Rows all_rows(const Tensor& t) { return {t, 0, t.numel() / std::max<int64_t>(t.size(-1), 1)}; }
+// A backward pass's tensors; a cell leaves those it does not use undefined.
+struct BackwardTensors {
+    int64_t T, B, H;
+    Tensor y, h0, c0;
+    Tensor gates;      // LSTM: the forward's gate activations [T, B, 4H]
+    Tensor saved;      // LSTM: cell states; GRU: r z n hn
+    Tensor grad_y;     // [T, B, H] or undefined
+    Tensor dh, dc;     // [B, H]: gradients flowing back through the state
+    Tensor dpre;       // [T, B, G*H]: gradients of the input-side pre-activations
+    Tensor dpre_h;     // [T, B, G*H]: of the recurrent side (the same tensor unless the cell keeps
+                       // that side apart)
+};
 
-// out[M, N] = a[M, K] b[K, N], or += when `accumulate`.
-// Float products on the CPU run oneDNN's batch-reduce GEMM kernel (through ATen's cpublas, which
-// falls back to BLAS where oneDNN lacks it), the columns split between the threads: at the
-// per-step shapes here ([64, H] x [H, 4H]) it is 1.3-1.8x faster than at::mm, whose threading and
-// packing of b cost as much as the product. Everything else goes to at::mm.
-void product(const Rows& out, const Rows& a, const Tensor& b, bool accumulate) {
-    const int64_t M = a.rows, K = a.cols(), N = b.size(1);
-    if (!brgemm_path(b) || !b.is_contiguous() || M == 0 || K == 0 || N == 0) {
-        Tensor o = out.view();
-        if (accumulate) {
-            o.addmm_(a.view(), b);
-        } else {
-            at::mm_out(o, a.view(), b);
-        }
-        return;
-    }
-    const float* pa = a.data<float>();
-    const float* pb = b.data_ptr<float>();
-    float* pc = out.data<float>();
-    const int64_t lda = K, ldb = N, ldc = N;
-    // Column blocks of 16 (one AVX-512 register), as few per thread as the thread count allows;
-    // a product too narrow for two blocks per thread (the classifier's 27 columns) splits its rows
-    // instead. Products below ~64k multiply-adds stay on one thread, where a fork costs more than
-    // it saves.
-    const int64_t blocks = (N + 15) / 16;
-    const int64_t wanted = M * N * K < (1 << 16) ? 1 : at::get_num_threads();
-    if (wanted > 1 && blocks < 2 * wanted && M >= 16 * wanted) {
-        at::parallel_for(0, wanted, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t i = begin; i < end; ++i) {
-                const int64_t m0 = M * i / wanted, m1 = M * (i + 1) / wanted;
-                at::native::cpublas::brgemm(m1 - m0, N, K, lda, ldb, ldc, accumulate, pa + m0 * lda, pb,
-                                            pc + m0 * ldc);
-            }
-            at::native::cpublas::brgemm_release(false);
-        });
-        return;
-    }
-    const int64_t threads = std::min<int64_t>(wanted, blocks);
-    const int64_t per = (blocks + threads - 1) / threads * 16;
-    at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-            const int64_t n0 = i * per, n = std::min(N, n0 + per) - n0;
-            if (n > 0) {
-                at::native::cpublas::brgemm(M, n, K, lda, ldb, ldc, accumulate, pa, pb + n0, pc + n0);
-            }
-        }
-        at::native::cpublas::brgemm_release(false);
-    });
+template <typename T> T* rows_at(const Tensor& t, int64_t row) {
+    return t.defined() ? t.data_ptr<T>() + row * t.size(-1) : nullptr;
 }
+
+// A cell's traits: G gates; `separate_recurrent` when h W_hh^T + b_hh is kept apart from the
+// projected input (the GRU's candidate multiplies it by r), which also makes the state gradient
+// accumulate the recurrent product instead of being overwritten by it; the buffers it saves; and
+// its step arguments at time t. Pointers are to the storage type S of the ATen type scalar_t.
+struct LstmCell {
+    static constexpr int64_t gates = 4;
+    static constexpr bool separate_recurrent = false;
+    static constexpr bool pre_is_output = false;
+
+    Tensor saved(int64_t T, int64_t B, int64_t H, const at::TensorOptions& o) const {
+        return at::empty({T, B, H}, o);
+    }
+
+    template <typename scalar_t>
+    auto forward_step(const ForwardTensors& f, int64_t t) const {
+        using S = typename Storage<scalar_t>::type;
+        const int64_t B = f.B, H = f.H;
+        const auto c = ptr<scalar_t>(f.saved);
+        return LstmForwardStep<S>{ptr<scalar_t>(f.pre) + t * B * 4 * H, rows_at<int64_t>(f.ids, t),
+                                  ptr<scalar_t>(f.table), t == 0 ? ptr<scalar_t>(f.c0) : c + (t - 1) * B * H,
+                                  c + t * B * H, ptr<scalar_t>(f.y) + t * B * H, B, H};
+    }
+
+    template <typename scalar_t>
+    auto backward_step(const BackwardTensors& b, int64_t t) const {
+        using S = typename Storage<scalar_t>::type;
+        const int64_t B = b.B, H = b.H;
+        const auto c = ptr<scalar_t>(b.saved);
+        const auto dy = ptr<scalar_t>(b.grad_y);
+        return LstmBackwardStep<S>{ptr<scalar_t>(b.gates) + t * B * 4 * H,
+                                   t == 0 ? ptr<scalar_t>(b.c0) : c + (t - 1) * B * H, c + t * B * H,
+                                   dy ? dy + t * B * H : nullptr, ptr<scalar_t>(b.dh), ptr<scalar_t>(b.dc),
+                                   ptr<scalar_t>(b.dpre) + t * B * 4 * H, B, H};
+    }
+};
+
+struct GruCell {
+    static constexpr int64_t gates = 3;
+    static constexpr bool separate_recurrent = true;
+    static constexpr bool pre_is_output = false;
+
+    Tensor saved(int64_t T, int64_t B, int64_t H, const at::TensorOptions& o) const {
+        return at::empty({T, B, 4 * H}, o);
+    }
+
+    template <typename scalar_t>
+    auto forward_step(const ForwardTensors& f, int64_t t) const {
+        using S = typename Storage<scalar_t>::type;
+        const int64_t B = f.B, H = f.H;
+        const auto y = ptr<scalar_t>(f.y);
+        const auto pre = ptr<scalar_t>(f.pre);
+        return GruForwardStep<S>{pre ? pre + t * B * 3 * H : nullptr, rows_at<int64_t>(f.ids, t),
+                                 ptr<scalar_t>(f.table), ptr<scalar_t>(f.hproj),
+                                 t == 0 ? ptr<scalar_t>(f.h0) : y + (t - 1) * B * H,
+                                 ptr<scalar_t>(f.saved) + t * B * 4 * H, y + t * B * H, B, H};
+    }
+
+    template <typename scalar_t>
+    auto backward_step(const BackwardTensors& b, int64_t t) const {
+        using S = typename Storage<scalar_t>::type;
+        const int64_t B = b.B, H = b.H;
+        const auto y = ptr<scalar_t>(b.y);
+        const auto dy = ptr<scalar_t>(b.grad_y);
+        return GruBackwardStep<S>{ptr<scalar_t>(b.saved) + t * B * 4 * H,
+                                  t == 0 ? ptr<scalar_t>(b.h0) : y + (t - 1) * B * H,
+                                  dy ? dy + t * B * H : nullptr, ptr<scalar_t>(b.dh),
+                                  ptr<scalar_t>(b.dpre) + t * B * 3 * H, ptr<scalar_t>(b.dpre_h) + t * B * 3 * H,
+                                  B, H};
+    }
+};
+
+struct RnnCell {
+    static constexpr int64_t gates = 1;
+    static constexpr bool separate_recurrent = false;
+    // The pre-activations are computed in y and activated in place: the backward needs only y.
+    static constexpr bool pre_is_output = true;
+    bool relu;
+
+    Tensor saved(int64_t, int64_t, int64_t, const at::TensorOptions&) const { return Tensor(); }
+
+    template <typename scalar_t>
+    auto forward_step(const ForwardTensors& f, int64_t t) const {
+        using S = typename Storage<scalar_t>::type;
+        return RnnForwardStep<S>{ptr<scalar_t>(f.y) + t * f.B * f.H, rows_at<int64_t>(f.ids, t),
+                                 ptr<scalar_t>(f.table), relu, f.B, f.H};
+    }
+
+    template <typename scalar_t>
+    auto backward_step(const BackwardTensors& b, int64_t t) const {
+        using S = typename Storage<scalar_t>::type;
+        const int64_t B = b.B, H = b.H;
+        const auto dy = ptr<scalar_t>(b.grad_y);
+        return RnnBackwardStep<S>{ptr<scalar_t>(b.y) + t * B * H, dy ? dy + t * B * H : nullptr,
+                                  ptr<scalar_t>(b.dh), ptr<scalar_t>(b.dpre) + t * B * H, relu, B, H};
+    }
+};
+
+// ---- scheduling ----
 
 // Batch rows are independent sequences. On the CPU, in float, with at least 16 rows per thread,
 // each thread can take its slice of the rows through every time step alone: its product and its
@@ -163,79 +174,47 @@ void product(const Rows& out, const Rows& a, const Tensor& b, bool accumulate) {
 // cache, up to 256 KB (an LSTM of 128 units). Measured as the minimum of alternating runs of the
 // LSTM ops at (T, B) = (10, 64): H=64 forward 218 -> 202 us and backward 341 -> 322 us, H=128
 // 586 -> 573 and 975 -> 937 us, but H=256 1.96 -> 2.27 ms and 3.73 -> 4.66 ms.
-// Returns the number of slices, or 0 for the per-step path (other devices and dtypes, larger
+// Returns the number of slices, or 0 for the per-step schedule (other devices and dtypes, larger
 // weights, small batches such as the batch-1 validation pass).
+template <class Device>
 int64_t row_slices(const Tensor& w_hh, int64_t B) {
-    const int64_t threads = at::get_num_threads();
-    const bool cached = w_hh.numel() * static_cast<int64_t>(sizeof(float)) <= 256 * 1024;
-    return brgemm_path(w_hh) && cached && threads > 1 && B >= 16 * threads ? threads : 0;
+    if constexpr (!std::is_same_v<Device, Cpu>) {
+        return 0;
+    } else {
+        const int64_t threads = at::get_num_threads();
+        const bool cached = w_hh.numel() * static_cast<int64_t>(sizeof(float)) <= 256 * 1024;
+        return brgemm_path(w_hh) && cached && threads > 1 && B >= 16 * threads ? threads : 0;
+    }
 }
 
-// Runs body(b0, b1) on each of `slices` contiguous slices of B rows, one slice per thread.
-template <typename F>
-void for_row_slices(int64_t B, int64_t slices, const F& body) {
+// Runs body(t, b0, b1, whole) for t over the steps in order (backward: from the last): with
+// `slices`, each thread takes its own slice [b0, b1) of the batch through every step (whole =
+// false: the body computes on the calling thread); otherwise each step covers the whole batch and
+// its kernels split the work between the threads themselves (whole = true).
+template <class Body>
+void time_loop(int64_t T, int64_t B, int64_t slices, bool backward, const Body& body) {
+    const auto steps = [&](int64_t b0, int64_t b1, bool whole) {
+        for (int64_t k = 0; k < T; ++k) body(backward ? T - 1 - k : k, b0, b1, whole);
+    };
+    if (slices == 0) {
+        steps(0, B, true);
+        return;
+    }
     at::parallel_for(0, slices, 1, [&](int64_t s0, int64_t s1) {
-        for (int64_t s = s0; s < s1; ++s) body(B * s / slices, B * (s + 1) / slices);
-        at::native::cpublas::brgemm_release(false);
+        for (int64_t s = s0; s < s1; ++s) steps(B * s / slices, B * (s + 1) / slices, false);
     });
 }
 
-// Rows [b0, b1) of out [B, N] = (or += when `accumulate`) the same rows of a [B, K] times the
-// contiguous b [K, N], on the calling thread. Float only, as row_slices allows.
-template <typename T>
-void rows_product(T* out, const T* a, const Tensor& b, int64_t b0, int64_t b1, bool accumulate) {
-    if constexpr (std::is_same_v<T, float>) {
-        const int64_t K = b.size(0), N = b.size(1);
-        at::native::cpublas::brgemm(b1 - b0, N, K, K, N, N, accumulate, a + b0 * K, b.data_ptr<float>(),
-                                    out + b0 * N);
+// ---- operands and weight gradients ----
+
+// [T*B, G*H] = x W_ih^T + bias for float inputs, written into `out`.
+void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Tensor out) {
+    const Tensor x2d = x.reshape({-1, x.size(2)});
+    if (bias.defined()) {
+        at::addmm_out(out, bias, x2d, w_ih.t());
     } else {
-        TORCH_INTERNAL_ASSERT(false, "row slices run float only");
+        at::mm_out(out, x2d, w_ih.t());
     }
-}
-
-// Rows [b0, b1) of one pointwise step, on the calling thread. Float only, as row_slices allows.
-template <template <typename> class Args, typename S>
-void step_rows(const Args<S>& a, int64_t b0, int64_t b1) {
-    if constexpr (std::is_same_v<S, float>) {
-        cpu::step_rows(a, b0, b1);
-    } else {
-        TORCH_INTERNAL_ASSERT(false, "row slices run float only");
-    }
-}
-
-// The forward time loop of one row slice: each step's recurrent product into `pre` ([T, B, width],
-// over the gathered or projected input when `accumulate`), then the pointwise step args(t).
-template <typename T, typename ArgsFn>
-void forward_rows(int64_t steps, int64_t B, int64_t H, int64_t width, T* pre, const T* h0, const T* y,
-                  const Tensor& w_hh_t, bool accumulate, const ArgsFn& args, int64_t b0, int64_t b1) {
-    for (int64_t t = 0; t < steps; ++t) {
-        rows_product(pre + t * B * width, t == 0 ? h0 : y + (t - 1) * B * H, w_hh_t, b0, b1, accumulate);
-        step_rows(args(t), b0, b1);
-    }
-}
-
-// The backward time loop of one row slice: the pointwise step args(t), which writes `dpre`
-// ([T, B, width]), then dh = (or += when `accumulate`) that step's dpre times w_hh, except after
-// the first step when `initial_grad` is false (that product only makes dh0).
-template <typename T, typename ArgsFn>
-void backward_rows(int64_t steps, int64_t B, int64_t width, T* dh, const T* dpre, const Tensor& w_hh,
-                   bool accumulate, bool initial_grad, const ArgsFn& args, int64_t b0, int64_t b1) {
-    for (int64_t t = steps - 1; t >= 0; --t) {
-        step_rows(args(t), b0, b1);
-        if (t > 0 || initial_grad) rows_product(dh, dpre + t * B * width, w_hh, b0, b1, accumulate);
-    }
-}
-
-// o[c * ldo + r] = in[r * C + c] for the row-major [R, C] `in`: its transpose written into rows of
-// length ldo, which may hold other columns too. Strips of 16 rows go to the threads, so that each
-// 64-byte piece of an output row has one writer.
-template <typename scalar_t>
-void transpose_into(const scalar_t* in, int64_t R, int64_t C, scalar_t* o, int64_t ldo) {
-    constexpr int64_t strip = 16;
-    const int64_t grain = std::max<int64_t>(1, 16384 / (strip * C));
-    at::parallel_for(0, (R + strip - 1) / strip, grain, [&](int64_t s0, int64_t s1) {
-        cpu::transpose_rows(in, C, o, ldo, s0 * strip, std::min(R, s1 * strip));
-    });
 }
 
 // w_hh^T, the right operand of the forward's per-step products, for T * B = `rows` rows in all. A
@@ -253,9 +232,9 @@ Tensor gather_table(const Tensor& w_ih, const Tensor& bias) {
 
 // dpre^T x: the weight gradient [G*H, K] of a layer whose pre-activation gradients are dpre
 // [N, G*H] for inputs x [N, K], summed over all N rows in one product; its transpose [K, G*H] when
-// `transposed_out`. On the CPU, in float, it is computed transposed (x^T dpre: row-major operands
-// for brgemm): at N = 640, K = 256, G*H = 1024 that took ~1.5 ms against ~1.8 ms for at::mm on
-// the transposed view, and ~0.1 ms more to transpose it back.
+// `transposed_out`. With brgemm it is computed transposed (x^T dpre: row-major operands): at
+// N = 640, K = 256, G*H = 1024 that took ~1.5 ms against ~1.8 ms for at::mm on the transposed
+// view, and ~0.1 ms more to transpose it back.
 Tensor weight_grad(const Tensor& dpre, const Tensor& x, bool transposed_out) {
     if (!brgemm_path(dpre)) {
         return transposed_out ? x.t().mm(dpre) : dpre.t().mm(x);
@@ -264,21 +243,16 @@ Tensor weight_grad(const Tensor& dpre, const Tensor& x, bool transposed_out) {
     return transposed_out ? grad_t : transposed(grad_t);
 }
 
-// [T*B, H]: the hidden state each step started from (h0, y[0], ..., y[T-2]).
-Tensor previous_states(const Tensor& h0, const Tensor& y) {
-    const int64_t T = y.size(0);
-    return at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).reshape({-1, y.size(2)});
-}
-
-// The recurrent weight's gradient dpre^T prev, prev = previous_states(h0, y), or its transpose
-// when `transposed_out`. On the CPU, in float, prev^T [H, T*B] is written directly from h0 and y
-// (no concatenated copy) and the product runs transposed, as in weight_grad.
+// The recurrent weight's gradient dpre^T prev, with prev [T*B, H] the hidden state each step
+// started from (h0, y[0], ..., y[T-2]), or its transpose when `transposed_out`. With brgemm,
+// prev^T [H, T*B] is written directly from h0 and y (no concatenated copy) and the product runs
+// transposed, as in weight_grad.
 Tensor recurrent_weight_grad(const Tensor& dpre, const Tensor& h0, const Tensor& y, bool transposed_out) {
+    const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
     if (!brgemm_path(dpre)) {
-        const Tensor prev = previous_states(h0, y);
+        const Tensor prev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).reshape({-1, H});
         return transposed_out ? prev.t().mm(dpre) : dpre.t().mm(prev);
     }
-    const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
     Tensor prev_t = at::empty({H, T * B}, y.options());
     float* o = prev_t.data_ptr<float>();
     transpose_into(h0.data_ptr<float>(), B, H, o, T * B);
@@ -287,27 +261,47 @@ Tensor recurrent_weight_grad(const Tensor& dpre, const Tensor& h0, const Tensor&
     return transposed_out ? grad_t : transposed(grad_t);
 }
 
+// The input-weight gradient of token ids into dtable [V, G*H] (zeros on entry) and the bias
+// gradient, the column sums of dpre. On the CPU one pass over dpre: each thread adds its band of
+// columns of every row into the table (index_add_ sorted the ids first), then sums the table's
+// columns, which are dpre's (a sum over the vocabulary instead of a second pass over T*B rows).
+Tensor id_gradient(Cpu, const Tensor& dpre, const Tensor& ids, Tensor& dtable) {
+    const Tensor d = dpre.contiguous();
+    Tensor dbias = at::empty({d.size(1)}, dtable.options());
+    AT_DISPATCH_FLOATING_TYPES(d.scalar_type(), "id_gradient", [&] {
+        cpu::scatter_add(cpu::RowScatterAdd<scalar_t>{d.data_ptr<scalar_t>(), ids.data_ptr<int64_t>(),
+                                                      dtable.data_ptr<scalar_t>(), dbias.data_ptr<scalar_t>(),
+                                                      d.size(0), dtable.size(0), d.size(1)});
+    });
+    return dbias;
+}
+
+#ifdef CHARLSTM_WITH_CUDA
+// index_add_ adds each row with atomics, T*B/V rows per table row (about 240 at T = 100, B = 64,
+// V = 27): 16-bit tables accumulate in float32 and are rounded once. The order of the atomics,
+// and so the last bits of the sums, varies between runs unless
+// torch.use_deterministic_algorithms(True) is set, under which index_add_ sorts the ids instead.
+Tensor id_gradient(Cuda, const Tensor& dpre, const Tensor& ids, Tensor& dtable) {
+    const bool narrow = dtable.scalar_type() == at::kHalf || dtable.scalar_type() == at::kBFloat16;
+    if (!narrow) {
+        dtable.index_add_(0, ids.reshape({-1}), dpre);
+    } else {
+        dtable = at::zeros(dtable.sizes(), dtable.options().dtype(at::kFloat))
+                     .index_add_(0, ids.reshape({-1}), dpre.to(at::kFloat))
+                     .to(dtable.scalar_type());
+    }
+    return dpre.sum(0);  // a reduction, which ATen accumulates in float32 for 16-bit types
+}
+#endif
+
 // dL/dW_ih (transposed, [I, G*H], when `transposed_out`), dL/dx and the column sums of dpre (the
 // bias gradient) from the pre-activation gradients dpre [T*B, G*H].
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor> input_grads(const Tensor& dpre, const Tensor& x, const Tensor& w_ih,
                                                bool transposed_out) {
     if (is_ids(x)) {
-        Tensor dtable = at::zeros({w_ih.size(1), w_ih.size(0)}, w_ih.options()), dbias;
-        if (dpre.is_cpu()) {
-            // One pass over dpre: each thread adds its band of columns of every row into the
-            // table (index_add_ sorted the ids first), then sums the table's columns, which are
-            // dpre's (a sum over the vocabulary instead of a second pass over T*B rows).
-            const Tensor d = dpre.contiguous();
-            dbias = at::empty({d.size(1)}, w_ih.options());
-            AT_DISPATCH_FLOATING_TYPES(d.scalar_type(), "input_grads", [&] {
-                cpu::scatter_add(ScatterAdd<scalar_t>{d.data_ptr<scalar_t>(), x.data_ptr<int64_t>(),
-                                                      dtable.data_ptr<scalar_t>(), dbias.data_ptr<scalar_t>(),
-                                                      d.size(0), dtable.size(0), d.size(1)});
-            });
-        } else {
-            dtable.index_add_(0, x.reshape({-1}), dpre);
-            dbias = dpre.sum(0);
-        }
+        Tensor dtable = at::zeros({w_ih.size(1), w_ih.size(0)}, w_ih.options());
+        const Tensor dbias = id_gradient(Device{}, dpre, x, dtable);
         return {transposed_out ? dtable : transposed(dtable), at::empty({0}, w_ih.options()), dbias};
     }
     const Tensor x2d = x.reshape({-1, x.size(2)});
@@ -318,276 +312,188 @@ Tensor initial_grad(const OptTensor& g, const Tensor& like) {
     return g.has_value() && g->defined() ? g->contiguous().clone() : at::zeros_like(like);
 }
 
-const Tensor* step_grad(const OptTensor& grad_y) {
-    return grad_y.has_value() && grad_y->defined() ? &*grad_y : nullptr;
+// ---- the two drivers ----
+
+template <class Device, class Cell>
+ForwardTensors forward(const Cell& cell, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+                       const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh) {
+    // Kernels launch on the current device's stream: make it the device of the tensors.
+    const c10::DeviceGuard guard(w_hh.device());
+    constexpr int64_t G = Cell::gates;
+    const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
+    const auto opts = w_hh.options();
+    ForwardTensors f{T, B, H};
+    f.h0 = h0, f.c0 = c0;
+    f.y = at::empty({T, B, H}, opts);
+    f.saved = cell.saved(T, B, H, opts);
+    const bool ids = is_ids(x);
+    const Tensor input_bias = Cell::separate_recurrent ? defined_or_empty(b_ih) : bias_sum(b_ih, b_hh);
+    const Tensor recurrent_bias = Cell::separate_recurrent ? defined_or_empty(b_hh) : Tensor();
+    if (Cell::pre_is_output) {
+        f.pre = f.y;
+    } else if (!(ids && Cell::separate_recurrent)) {
+        f.pre = at::empty({T, B, G * H}, opts);
+    }
+    if (ids) {
+        f.ids = x;
+        f.table = gather_table(w_ih, input_bias);
+    } else {
+        project_inputs(x, w_ih, input_bias, f.pre.view({T * B, G * H}));
+    }
+    if (Cell::separate_recurrent) f.hproj = at::empty({B, G * H}, opts);
+    const Tensor w_hh_t = recurrent_operand(w_hh, T * B);
+    dispatch(Device{}, w_hh.scalar_type(), [&](auto tag) {
+        using scalar_t = typename decltype(tag)::type;
+        time_loop(T, B, row_slices<Device>(w_hh, B), false, [&](int64_t t, int64_t b0, int64_t b1, bool whole) {
+            const int64_t n = b1 - b0;
+            const Rows prev = t == 0 ? Rows{h0, b0, n} : Rows{f.y, (t - 1) * B + b0, n};
+            if (Cell::separate_recurrent) {
+                const bool bias = recurrent_bias.defined();
+                if (bias && whole && !brgemm_path(w_hh_t)) {
+                    // One op with b_hh as the product's addend (cuBLASLt adds it in its epilogue)
+                    // rather than a copy of b_hh into hproj and a product onto it, two launches a
+                    // step on CUDA.
+                    at::addmm_out(f.hproj, recurrent_bias, prev.view(), w_hh_t);
+                } else {
+                    if (bias && whole) {
+                        f.hproj.copy_(recurrent_bias.expand_as(f.hproj));
+                    } else if (bias) {
+                        const auto src = recurrent_bias.data_ptr<scalar_t>();
+                        auto dst = f.hproj.data_ptr<scalar_t>();
+                        for (int64_t b = b0; b < b1; ++b) std::copy(src, src + G * H, dst + b * G * H);
+                    }
+                    product(Rows{f.hproj, b0, n}, prev, w_hh_t, bias, !whole);
+                }
+            } else {
+                // Over the projected input, or written afresh where token ids are gathered in the step.
+                product(Rows{f.pre, t * B + b0, n}, prev, w_hh_t, !ids, !whole);
+            }
+            run_step(Device{}, cell.template forward_step<scalar_t>(f, t), b0, b1, whole);
+        });
+    });
+    return f;
+}
+
+struct BackwardResult {
+    Tensor dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh;
+};
+
+template <class Device, class Cell>
+BackwardResult backward(const Cell& cell, const OptTensor& grad_y, const OptTensor& grad_hT,
+                        const OptTensor& grad_cT, const Tensor& x, const Tensor& h0, const Tensor& c0,
+                        const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& gates,
+                        const Tensor& saved, const BackwardOptions& options) {
+    // Kernels launch on the current device's stream: make it the device of the tensors.
+    const c10::DeviceGuard guard(w_hh.device());
+    constexpr int64_t G = Cell::gates;
+    const bool initial = options.initial_state_grad;
+    const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
+    BackwardTensors b{T, B, H};
+    b.y = y, b.h0 = h0, b.c0 = c0, b.gates = gates, b.saved = saved;
+    if (grad_y.has_value() && grad_y->defined()) b.grad_y = *grad_y;
+    b.dh = initial_grad(grad_hT, h0);
+    if (c0.defined()) b.dc = initial_grad(grad_cT, c0);
+    b.dpre = at::empty({T, B, G * H}, y.options());
+    b.dpre_h = Cell::separate_recurrent ? at::empty({T, B, G * H}, y.options()) : b.dpre;
+    const Tensor w_hh_c = w_hh.contiguous();
+    dispatch(Device{}, w_hh.scalar_type(), [&](auto tag) {
+        using scalar_t = typename decltype(tag)::type;
+        time_loop(T, B, row_slices<Device>(w_hh, B), true, [&](int64_t t, int64_t b0, int64_t b1, bool whole) {
+            run_step(Device{}, cell.template backward_step<scalar_t>(b, t), b0, b1, whole);
+            // The state's gradient through W_hh; at t = 0 it only makes dh0.
+            if (t > 0 || initial) {
+                product(Rows{b.dh, b0, b1 - b0}, Rows{b.dpre_h, t * B + b0, b1 - b0}, w_hh_c,
+                        Cell::separate_recurrent, !whole);
+            }
+        });
+    });
+    const bool wt = options.transposed_weight_grads;
+    const Tensor dpre = b.dpre.view({T * B, G * H}), dpre_h = b.dpre_h.view({T * B, G * H});
+    BackwardResult r;
+    std::tie(r.dw_ih, r.dx, r.db_ih) = input_grads<Device>(dpre, x, w_ih, wt);
+    r.dw_hh = recurrent_weight_grad(dpre_h, h0, y, wt);
+    r.db_hh = Cell::separate_recurrent ? dpre_h.sum(0) : r.db_ih;
+    if (initial) r.dh0 = b.dh, r.dc0 = b.dc;
+    return r;
 }
 
 }  // namespace
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh) {
-    // Kernels launch on the current device's stream: make it the device of the tensors.
-    const c10::DeviceGuard guard(w_hh.device());
-    const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
-    const auto opts = w_hh.options();
-    Tensor y = at::empty({T, B, H}, opts), cs = at::empty({T, B, H}, opts);
-    Tensor gates = at::empty({T, B, 4 * H}, opts);
-    const Tensor bias = bias_sum(b_ih, b_hh);
-    const bool ids = is_ids(x);
-    Tensor table;
-    if (ids) {
-        table = gather_table(w_ih, bias);
-    } else {
-        project_inputs(x, w_ih, bias, gates.view({T * B, 4 * H}));
-    }
-    const Tensor w_hh_t = recurrent_operand(w_hh, T * B);
-    CHARLSTM_DISPATCH(w_hh.scalar_type(), "lstm_forward", [&] {
-        const auto g = ptr<scalar_t>(gates), yp = ptr<scalar_t>(y), c = ptr<scalar_t>(cs);
-        const auto args = [&](int64_t t) {
-            return LstmForwardStep<typename Storage<scalar_t>::type>{
-                g + t * B * 4 * H, ids ? x.data_ptr<int64_t>() + t * B : nullptr, ptr<scalar_t>(table),
-                t == 0 ? ptr<scalar_t>(c0) : c + (t - 1) * B * H, c + t * B * H, yp + t * B * H, B, H};
-        };
-        if (const int64_t slices = row_slices(w_hh, B)) {
-            for_row_slices(B, slices, [&](int64_t b0, int64_t b1) {
-                forward_rows(T, B, H, 4 * H, g, ptr<scalar_t>(h0), yp, w_hh_t, !ids, args, b0, b1);
-            });
-            return;
-        }
-        for (int64_t t = 0; t < T; ++t) {
-            product(Rows{gates, t * B, B}, t == 0 ? Rows{h0, 0, B} : Rows{y, (t - 1) * B, B}, w_hh_t, !ids);
-            CHARLSTM_STEP(lstm_forward_step, args(t), x);
-        }
-    });
-    return {y, y[T - 1].clone(), cs[T - 1].clone(), gates, cs};
+    const auto f = forward<Device>(LstmCell{}, x, h0, c0, w_ih, w_hh, b_ih, b_hh);
+    const int64_t T = f.T;
+    return {f.y, f.y[T - 1].clone(), f.saved[T - 1].clone(), f.pre, f.saved};
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const OptTensor& grad_y, const OptTensor& grad_hT, const OptTensor& grad_cT, const Tensor& x,
     const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
     const Tensor& gates, const Tensor& cs, const BackwardOptions& options) {
-    // Kernels launch on the current device's stream: make it the device of the tensors.
-    const c10::DeviceGuard guard(w_hh.device());
-    const bool initial = options.initial_state_grad;
-    const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
-    Tensor dgates = at::empty({T, B, 4 * H}, gates.options());
-    Tensor dh = initial_grad(grad_hT, h0), dc = initial_grad(grad_cT, c0);
-    const Tensor* gy = step_grad(grad_y);
-    const Tensor w_hh_c = w_hh.contiguous();
-    CHARLSTM_DISPATCH(w_hh.scalar_type(), "lstm_backward", [&] {
-        const auto g = ptr<scalar_t>(gates), c = ptr<scalar_t>(cs), dg = ptr<scalar_t>(dgates);
-        const auto dy = gy ? ptr<scalar_t>(*gy) : nullptr;
-        const auto args = [&](int64_t t) {
-            return LstmBackwardStep<typename Storage<scalar_t>::type>{
-                g + t * B * 4 * H, t == 0 ? ptr<scalar_t>(c0) : c + (t - 1) * B * H, c + t * B * H,
-                dy ? dy + t * B * H : nullptr, ptr<scalar_t>(dh), ptr<scalar_t>(dc), dg + t * B * 4 * H, B, H};
-        };
-        if (const int64_t slices = row_slices(w_hh, B)) {
-            for_row_slices(B, slices, [&](int64_t b0, int64_t b1) {
-                backward_rows(T, B, 4 * H, ptr<scalar_t>(dh), dg, w_hh_c, false, initial, args, b0, b1);
-            });
-            return;
-        }
-        for (int64_t t = T - 1; t >= 0; --t) {
-            CHARLSTM_STEP(lstm_backward_step, args(t), y);
-            if (t > 0 || initial) product(all_rows(dh), Rows{dgates, t * B, B}, w_hh_c, false);
-        }
-    });
-    const Tensor dpre = dgates.view({T * B, 4 * H});
-    const bool wt = options.transposed_weight_grads;
-    auto [dw_ih, dx, db] = input_grads(dpre, x, w_ih, wt);
-    return {dx, initial ? dh : Tensor(), initial ? dc : Tensor(), dw_ih, recurrent_weight_grad(dpre, h0, y, wt),
-            db};
+    auto r = backward<Device>(LstmCell{}, grad_y, grad_hT, grad_cT, x, h0, c0, w_ih, w_hh, y, gates, cs, options);
+    return {r.dx, r.dh0, r.dc0, r.dw_ih, r.dw_hh, r.db_ih};
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor> gru_forward(
     const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh) {
-    // Kernels launch on the current device's stream: make it the device of the tensors.
-    const c10::DeviceGuard guard(w_hh.device());
-    const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
-    const auto opts = w_hh.options();
-    Tensor y = at::empty({T, B, H}, opts), save = at::empty({T, B, 4 * H}, opts);
-    Tensor hproj = at::empty({B, 3 * H}, opts);
-    const Tensor bias_ih = defined_or_empty(b_ih), bias_hh = defined_or_empty(b_hh);
-    const bool ids = is_ids(x);
-    Tensor table, xproj;
-    if (ids) {
-        table = gather_table(w_ih, bias_ih);
-    } else {
-        xproj = at::empty({T, B, 3 * H}, opts);
-        project_inputs(x, w_ih, bias_ih, xproj.view({T * B, 3 * H}));
-    }
-    const Tensor w_hh_t = recurrent_operand(w_hh, T * B);
-    CHARLSTM_DISPATCH(w_hh.scalar_type(), "gru_forward", [&] {
-        const auto yp = ptr<scalar_t>(y), sp = ptr<scalar_t>(save), xp = ptr<scalar_t>(xproj);
-        const auto hp = ptr<scalar_t>(hproj);
-        const auto args = [&](int64_t t) {
-            return GruForwardStep<typename Storage<scalar_t>::type>{
-                ids ? nullptr : xp + t * B * 3 * H, ids ? x.data_ptr<int64_t>() + t * B : nullptr,
-                ptr<scalar_t>(table), hp, t == 0 ? ptr<scalar_t>(h0) : yp + (t - 1) * B * H,
-                sp + t * B * 4 * H, yp + t * B * H, B, H};
-        };
-        if (const int64_t slices = row_slices(w_hh, B)) {
-            const auto bias = ptr<scalar_t>(bias_hh);
-            for_row_slices(B, slices, [&](int64_t b0, int64_t b1) {
-                for (int64_t t = 0; t < T; ++t) {
-                    if (bias != nullptr) {
-                        for (int64_t b = b0; b < b1; ++b) std::copy(bias, bias + 3 * H, hp + b * 3 * H);
-                    }
-                    rows_product(hp, t == 0 ? ptr<scalar_t>(h0) : yp + (t - 1) * B * H, w_hh_t, b0, b1,
-                                 bias != nullptr);
-                    step_rows(args(t), b0, b1);
-                }
-            });
-            return;
-        }
-        for (int64_t t = 0; t < T; ++t) {
-            if (bias_hh.defined()) {
-                hproj.copy_(bias_hh.expand_as(hproj));
-            }
-            product(all_rows(hproj), t == 0 ? Rows{h0, 0, B} : Rows{y, (t - 1) * B, B}, w_hh_t, bias_hh.defined());
-            CHARLSTM_STEP(gru_forward_step, args(t), x);
-        }
-    });
-    return {y, y[T - 1].clone(), save};
+    const auto f = forward<Device>(GruCell{}, x, h0, Tensor(), w_ih, w_hh, b_ih, b_hh);
+    return {f.y, f.y[f.T - 1].clone(), f.saved};
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& save,
     const BackwardOptions& options) {
-    // Kernels launch on the current device's stream: make it the device of the tensors.
-    const c10::DeviceGuard guard(w_hh.device());
-    const bool initial = options.initial_state_grad;
-    const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
-    Tensor dxproj = at::empty({T, B, 3 * H}, save.options());
-    Tensor dhproj = at::empty({T, B, 3 * H}, save.options());
-    Tensor dh = initial_grad(grad_hT, h0);
-    const Tensor* gy = step_grad(grad_y);
-    const Tensor w_hh_c = w_hh.contiguous();
-    CHARLSTM_DISPATCH(w_hh.scalar_type(), "gru_backward", [&] {
-        const auto sp = ptr<scalar_t>(save), yp = ptr<scalar_t>(y), dxp = ptr<scalar_t>(dxproj);
-        const auto dhp = ptr<scalar_t>(dhproj), dy = gy ? ptr<scalar_t>(*gy) : nullptr;
-        const auto args = [&](int64_t t) {
-            return GruBackwardStep<typename Storage<scalar_t>::type>{
-                sp + t * B * 4 * H, t == 0 ? ptr<scalar_t>(h0) : yp + (t - 1) * B * H,
-                dy ? dy + t * B * H : nullptr, ptr<scalar_t>(dh), dxp + t * B * 3 * H, dhp + t * B * 3 * H, B, H};
-        };
-        if (const int64_t slices = row_slices(w_hh, B)) {
-            for_row_slices(B, slices, [&](int64_t b0, int64_t b1) {
-                backward_rows(T, B, 3 * H, ptr<scalar_t>(dh), dhp, w_hh_c, true, initial, args, b0, b1);
-            });
-            return;
-        }
-        for (int64_t t = T - 1; t >= 0; --t) {
-            CHARLSTM_STEP(gru_backward_step, args(t), y);
-            if (t > 0 || initial) product(all_rows(dh), Rows{dhproj, t * B, B}, w_hh_c, true);
-        }
-    });
-    const Tensor dx2d = dxproj.view({T * B, 3 * H}), dh2d = dhproj.view({T * B, 3 * H});
-    const bool wt = options.transposed_weight_grads;
-    auto [dw_ih, dx, db_ih] = input_grads(dx2d, x, w_ih, wt);
-    return {dx, initial ? dh : Tensor(), dw_ih, recurrent_weight_grad(dh2d, h0, y, wt), db_ih, dh2d.sum(0)};
+    auto r = backward<Device>(GruCell{}, grad_y, grad_hT, std::nullopt, x, h0, Tensor(), w_ih, w_hh, y,
+                              Tensor(), save, options);
+    return {r.dx, r.dh0, r.dw_ih, r.dw_hh, r.db_ih, r.db_hh};
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor> rnn_forward(
     const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool relu) {
-    // Kernels launch on the current device's stream: make it the device of the tensors.
-    const c10::DeviceGuard guard(w_hh.device());
-    const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
-    Tensor y = at::empty({T, B, H}, w_hh.options());
-    const Tensor bias = bias_sum(b_ih, b_hh);
-    const bool ids = is_ids(x);
-    Tensor table;
-    if (ids) {
-        table = gather_table(w_ih, bias);
-    } else {
-        project_inputs(x, w_ih, bias, y.view({T * B, H}));
-    }
-    const Tensor w_hh_t = recurrent_operand(w_hh, T * B);
-    CHARLSTM_DISPATCH(w_hh.scalar_type(), "rnn_forward", [&] {
-        const auto yp = ptr<scalar_t>(y);
-        const auto args = [&](int64_t t) {
-            return RnnForwardStep<typename Storage<scalar_t>::type>{
-                yp + t * B * H, ids ? x.data_ptr<int64_t>() + t * B : nullptr, ptr<scalar_t>(table), relu, B, H};
-        };
-        if (const int64_t slices = row_slices(w_hh, B)) {
-            for_row_slices(B, slices, [&](int64_t b0, int64_t b1) {
-                forward_rows(T, B, H, H, yp, ptr<scalar_t>(h0), yp, w_hh_t, !ids, args, b0, b1);
-            });
-            return;
-        }
-        for (int64_t t = 0; t < T; ++t) {
-            product(Rows{y, t * B, B}, t == 0 ? Rows{h0, 0, B} : Rows{y, (t - 1) * B, B}, w_hh_t, !ids);
-            CHARLSTM_STEP(rnn_forward_step, args(t), x);
-        }
-    });
-    return {y, y[T - 1].clone()};
+    const auto f = forward<Device>(RnnCell{relu}, x, h0, Tensor(), w_ih, w_hh, b_ih, b_hh);
+    return {f.y, f.y[f.T - 1].clone()};
 }
 
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, bool relu, const BackwardOptions& options) {
-    // Kernels launch on the current device's stream: make it the device of the tensors.
-    const c10::DeviceGuard guard(w_hh.device());
-    const bool initial = options.initial_state_grad;
-    const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
-    Tensor dpre = at::empty({T, B, H}, y.options());
-    Tensor dh = initial_grad(grad_hT, h0);
-    const Tensor* gy = step_grad(grad_y);
-    const Tensor w_hh_c = w_hh.contiguous();
-    CHARLSTM_DISPATCH(w_hh.scalar_type(), "rnn_backward", [&] {
-        const auto yp = ptr<scalar_t>(y), dp = ptr<scalar_t>(dpre), dy = gy ? ptr<scalar_t>(*gy) : nullptr;
-        const auto args = [&](int64_t t) {
-            return RnnBackwardStep<typename Storage<scalar_t>::type>{
-                yp + t * B * H, dy ? dy + t * B * H : nullptr, ptr<scalar_t>(dh), dp + t * B * H, relu, B, H};
-        };
-        if (const int64_t slices = row_slices(w_hh, B)) {
-            for_row_slices(B, slices, [&](int64_t b0, int64_t b1) {
-                backward_rows(T, B, H, ptr<scalar_t>(dh), dp, w_hh_c, false, initial, args, b0, b1);
-            });
-            return;
-        }
-        for (int64_t t = T - 1; t >= 0; --t) {
-            CHARLSTM_STEP(rnn_backward_step, args(t), y);
-            if (t > 0 || initial) product(all_rows(dh), Rows{dpre, t * B, B}, w_hh_c, false);
-        }
-    });
-    const Tensor d2d = dpre.view({T * B, H});
-    const bool wt = options.transposed_weight_grads;
-    auto [dw_ih, dx, db] = input_grads(d2d, x, w_ih, wt);
-    return {dx, initial ? dh : Tensor(), dw_ih, recurrent_weight_grad(d2d, h0, y, wt), db};
+    auto r = backward<Device>(RnnCell{relu}, grad_y, grad_hT, std::nullopt, x, h0, Tensor(), w_ih, w_hh, y,
+                              Tensor(), Tensor(), options);
+    return {r.dx, r.dh0, r.dw_ih, r.dw_hh, r.db_ih};
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
-    const Tensor xc = x.contiguous(), wc = w.contiguous();
-    if (!brgemm_path(wc)) {
-        return bias.defined() ? at::addmm(bias, xc, wc) : at::mm(xc, wc);
-    }
-    Tensor out = bias.defined() ? bias.expand({xc.size(0), wc.size(1)}).contiguous()
-                                : at::empty({xc.size(0), wc.size(1)}, wc.options());
-    product(all_rows(out), all_rows(xc), wc, bias.defined());
-    return out;
-}
-
-// A new contiguous tensor holding the 2-D `w` transposed (never a view of `w`, which a plain
-// .t().contiguous() returns when one side has length 1). On the CPU a blocked copy split between
-// the threads: ATen's transpose copy runs on one thread and took ~150 us for a 1024 x 256 weight,
-// longer than one step's product.
-Tensor transposed(const Tensor& w) {
-    if (!w.is_cpu() || w.numel() == 0) {
-        return w.t().clone(at::MemoryFormat::Contiguous);
-    }
-    const Tensor src = w.contiguous();
-    const int64_t R = src.size(0), C = src.size(1);
-    Tensor out = at::empty({C, R}, src.options());
-    AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "transposed", [&] {
-        transpose_into(src.data_ptr<scalar_t>(), R, C, out.data_ptr<scalar_t>(), R);
-    });
-    return out;
-}
+#define CHARLSTM_INSTANTIATE(D)                                                                          \
+    template std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward<D>(                         \
+        const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptTensor&,     \
+        const OptTensor&);                                                                               \
+    template std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward<D>(                \
+        const OptTensor&, const OptTensor&, const OptTensor&, const Tensor&, const Tensor&, const Tensor&, \
+        const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const BackwardOptions&); \
+    template std::tuple<Tensor, Tensor, Tensor> gru_forward<D>(                                          \
+        const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&); \
+    template std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward<D>(                 \
+        const OptTensor&, const OptTensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,  \
+        const Tensor&, const Tensor&, const BackwardOptions&);                                           \
+    template std::tuple<Tensor, Tensor> rnn_forward<D>(                                                  \
+        const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,  \
+        bool);                                                                                           \
+    template std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward<D>(                         \
+        const OptTensor&, const OptTensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,  \
+        const Tensor&, bool, const BackwardOptions&);
+CHARLSTM_INSTANTIATE(Cpu)
+#ifdef CHARLSTM_WITH_CUDA
+CHARLSTM_INSTANTIATE(Cuda)
+#endif
+#undef CHARLSTM_INSTANTIATE
 
 }  // namespace charlstm

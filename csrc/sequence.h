@@ -1,5 +1,6 @@
-// Whole-sequence forward and backward of the LSTM, GRU and RNN, for CPU and CUDA tensors alike.
-// Inputs are checked and made contiguous by ops.cpp before they reach these functions.
+// Whole-sequence forward and backward of the LSTM, GRU and RNN. Each function is a template over
+// the device tag (device.h), instantiated for Cpu and, in a CUDA build, for Cuda; ops.cpp checks
+// the inputs, makes them contiguous and registers each instantiation for its dispatch key.
 //
 // x is float [T, B, I] or int64 token ids [T, B] (the one-hot input with I = w_ih.size(1)).
 // Saved for backward: LSTM the gate activations [T, B, 4H] and cell states [T, B, H];
@@ -18,6 +19,7 @@ using Tensor = at::Tensor;
 using OptTensor = std::optional<at::Tensor>;
 
 // -> y, hT, cT, gates, cs
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh);
@@ -33,38 +35,37 @@ struct BackwardOptions {
 };
 
 // -> dx (empty for token ids), dh0, dc0, dw_ih, dw_hh, db (shared by b_ih and b_hh)
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const OptTensor& grad_y, const OptTensor& grad_hT, const OptTensor& grad_cT, const Tensor& x,
     const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
     const Tensor& gates, const Tensor& cs, const BackwardOptions& options = {});
 
 // -> y, hT, save
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor> gru_forward(
     const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh);
 
 // -> dx, dh0, dw_ih, dw_hh, db_ih, db_hh
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& save,
     const BackwardOptions& options = {});
 
 // -> y, hT
+template <class Device>
 std::tuple<Tensor, Tensor> rnn_forward(
     const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool relu);
 
 // -> dx, dh0, dw_ih, dw_hh, db (shared by b_ih and b_hh)
+template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
-    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, bool relu, const BackwardOptions& options = {});
+    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, bool relu,
+    const BackwardOptions& options = {});
 
-
-// What the drivers also lend to lm_step.cpp; on the CPU in float the product runs brgemm (see
-// sequence.cpp), elsewhere at::mm.
-// x w (+ bias) for x [N, K], w [K, M], bias [M] or undefined -> [N, M].
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
-// A new contiguous tensor holding the 2-D w transposed (never a view of w).
-Tensor transposed(const Tensor& w);
 
 }  // namespace charlstm

@@ -1,5 +1,5 @@
 // One time step of each cell's pointwise work over a whole batch, as plain pointers and sizes.
-// The sequence drivers (sequence.cpp) do the matrix products through ATen and call these once per
+// The sequence drivers (sequence.cpp) do the matrix products (gemm.h) and call these once per
 // step; csrc/cpu implements them with at::parallel_for, csrc/cuda with one kernel launch each.
 // No torch header here: the CUDA side compiles without one.
 //
@@ -83,39 +83,6 @@ struct RnnBackwardStep {
     int64_t batch, hidden;
 };
 
-// Softmax cross-entropy of each row of logits [B, V] (`hidden` holds V) against its target:
-// row_loss[b] = logsumexp(logits[b]) - logits[b, targets[b]], and grad[b] = scale * (softmax -
-// one-hot). CPU only (the CUDA path uses ATen's softmax).
-template <typename S>
-struct XentStep {
-    const S* logits;      // [B, V]
-    const int64_t* targets;  // [B]
-    S* grad;              // [B, V] out
-    S* row_loss;          // [B] out
-    S scale;
-    int64_t batch, hidden;
-};
-
-// table[ids[r]] += src[r] for every row r of src [rows, width] (the input-weight gradient of token
-// ids), then, when sums is given, sums = the column sums of table [table_rows, width], which are
-// those of src (the bias gradient).
-template <typename S>
-struct ScatterAdd {
-    const S* src;
-    const int64_t* ids;
-    S* table;
-    S* sums;
-    int64_t rows, table_rows, width;
-};
-
-// chunk_sums[k] = the sum of squares of data[k * 4096, (k + 1) * 4096) (to the end of size).
-template <typename S>
-struct SquareSums {
-    const S* data;
-    int64_t size;
-    double* chunk_sums;
-};
-
 namespace cpu {
 // The build of the float loops this process runs: "avx512", "avx2+fma" or "baseline x86-64" (or
 // "compiler default" off x86-64 GCC). The widest the processor has, unless the environment
@@ -123,21 +90,14 @@ namespace cpu {
 // every build on one machine.
 const char* simd();
 
-template <typename S> void lstm_forward_step(const LstmForwardStep<S>& a);
-template <typename S> void lstm_backward_step(const LstmBackwardStep<S>& a);
-template <typename S> void gru_forward_step(const GruForwardStep<S>& a);
-template <typename S> void gru_backward_step(const GruBackwardStep<S>& a);
-template <typename S> void rnn_forward_step(const RnnForwardStep<S>& a);
-template <typename S> void rnn_backward_step(const RnnBackwardStep<S>& a);
-template <typename S> void xent_step(const XentStep<S>& a);
-template <typename S> void scatter_add(const ScatterAdd<S>& a);
-// The sum of squares of `size` contiguous values, in double (4k-value chunks summed in S first).
-template <typename S> double sum_squares(const S* data, int64_t size);
-// w[r, c] += alpha * g[c, r] for the contiguous w [R, C] and g [C, R].
-template <typename S> void add_transposed(S* w, const S* g, int64_t R, int64_t C, S alpha);
-// Rows [r0, r1) of the row-major `in` (C columns) into columns r0..r1 of `o`, whose rows are ldo
-// long: o[c * ldo + r] = in[r * C + c]. On the calling thread.
-template <typename S> void transpose_rows(const S* in, int64_t C, S* o, int64_t ldo, int64_t r0, int64_t r1);
+// One step over the whole batch, rows split between torch's threads; instantiated for float and
+// double.
+template <typename S> void step(const LstmForwardStep<S>& a);
+template <typename S> void step(const LstmBackwardStep<S>& a);
+template <typename S> void step(const GruForwardStep<S>& a);
+template <typename S> void step(const GruBackwardStep<S>& a);
+template <typename S> void step(const RnnForwardStep<S>& a);
+template <typename S> void step(const RnnBackwardStep<S>& a);
 
 // The same work for batch rows [b0, b1) only, on the calling thread: for drivers that split the
 // batch between threads themselves and run every time step of a slice without meeting.

@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from helpers import charlstm as run_charlstm
 from typer.testing import CliRunner
@@ -39,3 +40,39 @@ def test_info_table():
     result = CliRunner().invoke(app, ["info"])
     assert result.exit_code == 0
     assert "cuda_kernels" in result.stdout and torch.__version__ in result.stdout
+
+
+# ---- which GPUs the compiled CUDA code runs on ----
+
+BUILT = (["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"], ["compute_120"])
+
+
+def test_info_lists_the_embedded_code():
+    info = charlstm.build_info()
+    assert set(info) >= {"cuda_archs", "cuda_machine_code", "cuda_ptx", "cuda_devices"}
+    if info["cuda_kernels"]:
+        assert info["cuda_machine_code"] and all(c.startswith("sm_") for c in info["cuda_machine_code"])
+        assert all(c.startswith("compute_") for c in info["cuda_ptx"])
+    else:
+        assert info["cuda_machine_code"] == info["cuda_ptx"] == []
+    for device in info["cuda_devices"]:
+        assert {"index", "name", "capability", "kernels"} <= set(device)
+
+
+@pytest.mark.parametrize("capability, built, expected", [
+    ((8, 0), BUILT, "machine code (sm_80)"),
+    ((8, 9), BUILT, "machine code (sm_86)"),     # an L4 runs the 8.6 code: same major, newer minor
+    ((9, 0), BUILT, "machine code (sm_90)"),
+    ((12, 1), BUILT, "machine code (sm_120)"),
+    ((10, 3), (["sm_80", "sm_90"], ["compute_90"]), "JIT from compute_90 PTX"),
+    ((12, 0), (["sm_80", "sm_90"], ["compute_80", "compute_90"]), "JIT from compute_90 PTX"),
+    ((9, 0), (["sm_90a"], []), "machine code (sm_90a)"),
+    ((9, 2), (["sm_90a"], []), "no kernel image for sm_92"),   # an `a` variant runs on 9.0 only
+    ((7, 5), (["sm_80", "sm_90"], ["compute_90"]), "no kernel image for sm_75: reinstall charlstm with "
+                                                   "TORCH_CUDA_ARCH_LIST=7.5"),
+    ((8, 6), ([], []), "no kernel image for sm_86"),
+])
+def test_kernel_image_for_a_gpu(capability, built, expected):
+    from charlstm.build import kernel_image
+
+    assert kernel_image(capability, *built).startswith(expected)

@@ -45,8 +45,8 @@ def test_step_equals_autograd_step(cell, shape, device):
 
 @pytest.mark.parametrize("cell", list(GATES))
 @pytest.mark.parametrize("bias", [(True, False), (False, True), (False, False)])
-def test_step_with_one_or_no_bias(cell, bias):
-    window, state, weights = make(cell, 5, 4, 27, 9, bias=bias)
+def test_step_with_one_or_no_bias(cell, bias, device):
+    window, state, weights = make(cell, 5, 4, 27, 9, bias=bias, device=device)
     want = autograd_step(cell, window, state, weights, lr=1.3, clip=0.25)
     assert_steps_close(fused_step(cell, window, state, weights, lr=1.3, clip=0.25), want, atol=1e-10)
 
@@ -77,9 +77,9 @@ def test_float32_within_twice_the_reference_error(cell, shape, device):
         assert (g.double() - e).abs().max().item() <= 2 * ref_err + 1e-6
 
 
-def test_carried_state_over_windows_equals_one_long_sequence_without_updates():
+def test_carried_state_over_windows_equals_one_long_sequence_without_updates(device):
     """lr = 0: three windows with the state carried give the long sequence's final state."""
-    window, state, weights = make("lstm", 12, 3, 27, 8)
+    window, state, weights = make("lstm", 12, 3, 27, 8, device=device)
     carried = state
     for k in range(3):
         _, _, _, carried = ops.lm_sgd_step(window[4 * k:4 * k + 5], carried, *weights.values(), cell="lstm",
@@ -90,10 +90,10 @@ def test_carried_state_over_windows_equals_one_long_sequence_without_updates():
     torch.testing.assert_close(carried[1], cT, atol=1e-12, rtol=0)
 
 
-def test_weights_that_are_views_are_updated_in_place():
+def test_weights_that_are_views_are_updated_in_place(device):
     """torch.nn.Linear keeps [V, H]: its weight.t() is a strided view the step must update."""
-    window, state, weights = make("gru", 4, 2, 27, 6)
-    linear = torch.nn.Linear(6, 27, dtype=torch.float64)
+    window, state, weights = make("gru", 4, 2, 27, 6, device=device)
+    linear = torch.nn.Linear(6, 27, dtype=torch.float64, device=device)
     with torch.no_grad():
         linear.weight.copy_(weights["w_out"].t())
     want = autograd_step("gru", window, state, weights, lr=0.5, clip=1.0)
@@ -104,8 +104,8 @@ def test_weights_that_are_views_are_updated_in_place():
 
 
 @pytest.mark.parametrize("poison", ["nan", "inf"])
-def test_a_non_finite_step_changes_no_weight(poison):
-    window, state, weights = make("lstm", 4, 2, 27, 6)
+def test_a_non_finite_step_changes_no_weight(poison, device):
+    window, state, weights = make("lstm", 4, 2, 27, 6, device=device)
     weights["w_out"][0, 0] = float(poison)
     before = {k: v.clone() for k, v in weights.items()}
     loss, norm, _, _ = ops.lm_sgd_step(window, state, *weights.values(), cell="lstm", lr=1.0, clip=1.0)
@@ -170,3 +170,30 @@ def test_target_vocabulary_may_differ_from_input_vocabulary():
     window[-1, 0] = 4
     with pytest.raises(RuntimeError, match=r"target ids window\[1:\] must lie in \[0, 3\)"):
         fused_step("rnn_tanh", window, state, weights, lr=0.5, clip=1.0)
+
+
+# ---- non-contiguous window, state and weights ----
+
+def _relayout(t, layout):
+    """An equal tensor laid out otherwise in memory (not contiguous); 1-D ones strided."""
+    if layout == "strided" or t.dim() < 2:
+        out = torch.stack([t, torch.zeros_like(t)], -1)[..., 0]
+    else:
+        out = t.transpose(0, -1).contiguous().transpose(0, -1)
+    assert not out.is_contiguous() and torch.equal(out, t)
+    return out
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("layout", ["strided", "transposed"])
+def test_non_contiguous_window_state_and_weights(cell, layout, device):
+    """A window taken as every other column of a larger batch, or from batch-first storage; states
+    and every weight as views, which the step must update in place through the view."""
+    window, state, weights = make(cell, 6, 4, 27, 9, device=device)
+    want = autograd_step(cell, window, state, weights, lr=0.7, clip=0.1)
+    assert want[1].item() > 0.1
+    w = {k: None if v is None else _relayout(v.clone(), layout) for k, v in weights.items()}
+    loss, norm, logits, new_state = ops.lm_sgd_step(
+        _relayout(window, layout), tuple(_relayout(s, layout) for s in state), w["w_ih"], w["w_hh"], w["b_ih"],
+        w["b_hh"], w["w_out"], w["b_out"], cell=cell, lr=0.7, clip=0.1)
+    assert_steps_close((loss, norm, logits, w, new_state), want, atol=1e-10)

@@ -191,22 +191,6 @@ def test_state_carried_over_windows_equals_one_long_sequence(cell, device):
 
 
 @pytest.mark.parametrize("cell", list(GATES))
-def test_non_contiguous_inputs(cell, device):
-    x, states, weights = make(cell, 6, 4, 5, 7, device=device, requires_grad=False)
-    # Batch-first storage seen through a transpose, states and weights as strided views.
-    x_nc = x.transpose(0, 1).contiguous().transpose(0, 1)
-    states_nc = [torch.stack([s, s], dim=-1)[..., 0] for s in states]
-    weights_nc = [w.t().contiguous().t() if w.dim() == 2 else torch.stack([w, w], 1)[:, 0] for w in weights]
-    assert not x_nc.is_contiguous() and not states_nc[0].is_contiguous() and not weights_nc[0].is_contiguous()
-    for lib in (ops, reference):
-        y_nc, f_nc = run(seq_fn(lib, cell), x_nc, states_nc, weights_nc)
-        y, f = run(seq_fn(ops, cell), x, states, weights)
-        torch.testing.assert_close(y_nc, y, rtol=0, atol=1e-12)
-        for a, b in zip(f_nc, f):
-            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
-
-
-@pytest.mark.parametrize("cell", list(GATES))
 @pytest.mark.parametrize("ids", [False, True])
 def test_gradcheck_float64(cell, ids, device):
     x, states, weights = make(cell, 4, 3, 5, 4, device=device, ids=ids)

@@ -116,6 +116,7 @@ def test_resume_ends_where_the_uninterrupted_run_does(small, tmp_path, dtype):
 
 def test_ctrl_c_saves_a_whole_step_and_resumes(small, tmp_path):
     out = tmp_path / "run"
+    handler = signal.getsignal(signal.SIGINT)
 
     def press_ctrl_c(step, ppl):
         if step == 12:
@@ -126,7 +127,7 @@ def test_ctrl_c_saves_a_whole_step_and_resumes(small, tmp_path):
               progress=False)
     assert "after 12 steps" in str(info.value) and f"--resume {out}" in str(info.value)
     assert info.value.checkpoint == out / "checkpoint.pt" and saved_step(out) == 12
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler
     resumed = train(resume_config(out), progress=False)
     assert resumed["valid_perplexity"] == pytest.approx(train(small, progress=False)["valid_perplexity"], rel=1e-6)
     assert [r["step"] for r in metrics(out)] == [0, 10, 20]

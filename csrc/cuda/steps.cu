@@ -183,21 +183,38 @@ unsigned int blocks_for(int64_t batch, int64_t hidden) {
     return static_cast<unsigned int>(blocks < 2147483647 ? blocks : 2147483647);
 }
 
-// Checks the launch only: the driver calls these inside its time loop, where a synchronisation
-// would stall the stream, so errors of the kernel's execution surface at the next CUDA call.
-void check_launch(const char* kernel) {
-    const cudaError_t err = cudaGetLastError();
+// The error state is read with cudaPeekAtLastError before and after the launch, so that an error
+// left by an earlier asynchronous call (of this op or another) is reported as such, not as this
+// kernel's; only the launch is checked, since a synchronisation here would stall the stream.
+// Errors raised while a kernel runs surface at the next synchronising call.
+void check_before_launch(const char* kernel) {
+    const cudaError_t err = cudaPeekAtLastError();
     if (err != cudaSuccess) {
-        throw std::runtime_error(std::string("charlstm: CUDA launch of ") + kernel + " failed: " +
-                                 cudaGetErrorString(err));
+        throw std::runtime_error(std::string("charlstm: an earlier CUDA call failed with '") +
+                                 cudaGetErrorString(err) + "' before the launch of " + kernel +
+                                 "; run with CUDA_LAUNCH_BLOCKING=1 to stop at the call that caused it");
+    }
+}
+
+void check_launch(const char* kernel, int64_t batch, int64_t hidden) {
+    const cudaError_t err = cudaPeekAtLastError();
+    if (err != cudaSuccess) {
+        (void)cudaGetLastError();  // a launch error is not sticky: clear it once it is reported
+        throw std::runtime_error(std::string("charlstm: CUDA could not launch ") + kernel + " for batch " +
+                                 std::to_string(batch) + ", hidden " + std::to_string(hidden) + ": " +
+                                 cudaGetErrorString(err) + (err == cudaErrorNoKernelImageForDevice
+                                     ? " (this GPU's architecture is not among those charlstm was built for: see "
+                                       "`charlstm info`, and rebuild with TORCH_CUDA_ARCH_LIST set to it)"
+                                     : ""));
     }
 }
 
 template <typename Args, typename Kernel>
 void launch(Kernel kernel, const char* name, const Args& a, void* stream) {
     if (a.batch <= 0 || a.hidden <= 0) return;
+    check_before_launch(name);
     kernel<<<blocks_for(a.batch, a.hidden), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
-    check_launch(name);
+    check_launch(name, a.batch, a.hidden);
 }
 
 }  // namespace

@@ -1,0 +1,138 @@
+// Matrix products and operand layouts; see gemm.h.
+#include "gemm.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
+
+#include <algorithm>
+
+#include "cpu/loops.h"
+
+// ATen announces its float batch-reduce GEMM with this macro; a torch without it (2.4 has no
+// cpublas::brgemm at all) gets the at::mm products everywhere.
+#if defined(CPUBLAS_BRGEMM_F32F32F32)
+#define CHARLSTM_BRGEMM 1
+#endif
+
+namespace charlstm {
+namespace {
+
+#ifdef CHARLSTM_BRGEMM
+void brgemm(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool accumulate,
+            const float* a, const float* b, float* c) {
+    at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, accumulate, a, b, c);
+}
+
+void brgemm_release() { at::native::cpublas::brgemm_release(false); }
+#endif
+
+void aten_product(const Rows& out, const Rows& a, const Tensor& b, bool accumulate) {
+    Tensor o = out.view();
+    if (accumulate) {
+        o.addmm_(a.view(), b);
+    } else {
+        at::mm_out(o, a.view(), b);
+    }
+}
+
+}  // namespace
+
+bool brgemm_path(const Tensor& t) {
+#ifdef CHARLSTM_BRGEMM
+    return t.is_cpu() && t.scalar_type() == at::kFloat;
+#else
+    (void)t;
+    return false;
+#endif
+}
+
+// On the CPU in float: oneDNN's micro-kernel, the columns split between the threads. At the
+// per-step shapes of the drivers ([64, H] x [H, 4H]) it is 1.3-1.8x faster than at::mm, whose
+// threading and packing of b cost as much as the product.
+void product(const Rows& out, const Rows& a, const Tensor& b, bool accumulate, bool this_thread) {
+    const int64_t M = a.rows, K = a.cols(), N = b.size(1);
+    if (!brgemm_path(b) || !b.is_contiguous() || M == 0 || K == 0 || N == 0) {
+        TORCH_INTERNAL_ASSERT(!this_thread || M == 0 || K == 0 || N == 0,
+                              "product on the calling thread needs the brgemm path");
+        aten_product(out, a, b, accumulate);
+        return;
+    }
+#ifdef CHARLSTM_BRGEMM
+    const float* pa = a.data<float>();
+    const float* pb = b.data_ptr<float>();
+    float* pc = out.data<float>();
+    const int64_t lda = K, ldb = N, ldc = N;
+    if (this_thread) {
+        brgemm(M, N, K, lda, ldb, ldc, accumulate, pa, pb, pc);
+        return;
+    }
+    // Column blocks of 16 (one AVX-512 register), as few per thread as the thread count allows;
+    // a product too narrow for two blocks per thread (the classifier's 27 columns) splits its rows
+    // instead. Products below ~64k multiply-adds stay on one thread, where a fork costs more than
+    // it saves.
+    const int64_t blocks = (N + 15) / 16;
+    const int64_t wanted = M * N * K < (1 << 16) ? 1 : at::get_num_threads();
+    if (wanted > 1 && blocks < 2 * wanted && M >= 16 * wanted) {
+        at::parallel_for(0, wanted, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) {
+                const int64_t m0 = M * i / wanted, m1 = M * (i + 1) / wanted;
+                brgemm(m1 - m0, N, K, lda, ldb, ldc, accumulate, pa + m0 * lda, pb, pc + m0 * ldc);
+            }
+            brgemm_release();
+        });
+        return;
+    }
+    const int64_t threads = std::min<int64_t>(wanted, blocks);
+    const int64_t per = (blocks + threads - 1) / threads * 16;
+    at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+            const int64_t n0 = i * per, n = std::min(N, n0 + per) - n0;
+            if (n > 0) brgemm(M, n, K, lda, ldb, ldc, accumulate, pa, pb + n0, pc + n0);
+        }
+        brgemm_release();
+    });
+#endif
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+    const Tensor xc = x.contiguous(), wc = w.contiguous();
+    if (!brgemm_path(wc)) {
+        return bias.defined() ? at::addmm(bias, xc, wc) : at::mm(xc, wc);
+    }
+    Tensor out = bias.defined() ? bias.expand({xc.size(0), wc.size(1)}).contiguous()
+                                : at::empty({xc.size(0), wc.size(1)}, wc.options());
+    product(all_rows(out), all_rows(xc), wc, bias.defined());
+    return out;
+}
+
+// Strips of 16 rows go to the threads, so that each 64-byte piece of an output row has one writer.
+template <typename T>
+void transpose_into(const T* in, int64_t R, int64_t C, T* o, int64_t ldo) {
+    constexpr int64_t strip = 16;
+    const int64_t grain = std::max<int64_t>(1, 16384 / (strip * C));
+    at::parallel_for(0, (R + strip - 1) / strip, grain, [&](int64_t s0, int64_t s1) {
+        cpu::transpose_rows(in, C, o, ldo, s0 * strip, std::min(R, s1 * strip));
+    });
+}
+
+template void transpose_into<float>(const float*, int64_t, int64_t, float*, int64_t);
+template void transpose_into<double>(const double*, int64_t, int64_t, double*, int64_t);
+
+// On the CPU a blocked copy split between the threads (a plain .t().contiguous() returns a view
+// when one side has length 1): ATen's transpose copy runs on one thread and took ~150 us for a
+// 1024 x 256 weight, longer than one step's product.
+Tensor transposed(const Tensor& w) {
+    if (!w.is_cpu() || w.numel() == 0) {
+        return w.t().clone(at::MemoryFormat::Contiguous);
+    }
+    const Tensor src = w.contiguous();
+    const int64_t R = src.size(0), C = src.size(1);
+    Tensor out = at::empty({C, R}, src.options());
+    AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "transposed", [&] {
+        transpose_into(src.data_ptr<scalar_t>(), R, C, out.data_ptr<scalar_t>(), R);
+    });
+    return out;
+}
+
+}  // namespace charlstm
