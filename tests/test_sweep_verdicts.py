@@ -164,3 +164,27 @@ def test_statements_without_their_study_are_not_answered(tmp_path):
     for key in ("H2", "H3", "Q1", "Q3"):
         assert by_key[key].verdict == NOT_ANSWERED, key
     assert "--preset udacity" in by_key["H2"].claims[0].detail
+
+
+@pytest.mark.parametrize("parts, expected", [
+    ([CORRECT, CORRECT], CORRECT),
+    ([CORRECT, INCORRECT, NOT_ANSWERED], INCORRECT),
+    ([CORRECT, NOT_SEPARABLE], NOT_SEPARABLE),
+    ([CORRECT, NOT_ANSWERED], NOT_ANSWERED),
+    ([NOT_SEPARABLE, NOT_ANSWERED], NOT_SEPARABLE),
+    ([], NOT_ANSWERED),
+])
+def test_a_statement_is_correct_only_when_every_part_is_answered_and_correct(parts, expected):
+    assert verdicts.combine([verdicts.Claim("part", v) for v in parts]) == expected
+
+
+def test_a_question_answered_in_part_says_so_rather_than_noise(tmp_path):
+    """The single runs alone show that more unrollings than nodes can learn, but not what the
+    nodes x unrollings grid would show: the question is not answered, not 'noise'."""
+    grid = sweep.make_points([{"nodes": 12, "unrollings": 15}, {"nodes": 64, "unrollings": 10}],
+                             repeats=3, name="r")
+    trials = trials_of(tmp_path, [grid], synthetic_trainer(lambda config, steps: 0.5,
+                                                           seed_noise=0.005))
+    answer = verdicts.question_2(trials)
+    assert [c.verdict for c in answer.claims] == [CORRECT, NOT_ANSWERED, NOT_ANSWERED]
+    assert answer.verdict == NOT_ANSWERED

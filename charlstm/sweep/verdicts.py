@@ -108,14 +108,13 @@ class Answer:
 
 
 def combine(claims: list) -> str:
+    """A statement's verdict from its parts: incorrect when any part is, else not separable
+    when any part is, else not answered when a part's study is missing, else correct."""
     verdicts = [c.verdict for c in claims]
-    if not verdicts or all(v == NOT_ANSWERED for v in verdicts):
-        return NOT_ANSWERED
-    if INCORRECT in verdicts:
-        return INCORRECT
-    if all(v == CORRECT for v in verdicts):
-        return CORRECT
-    return NOT_SEPARABLE
+    for verdict in (INCORRECT, NOT_SEPARABLE, NOT_ANSWERED):
+        if verdict in verdicts:
+            return verdict
+    return CORRECT if verdicts else NOT_ANSWERED
 
 
 def falls(e: Estimate | None) -> str:
