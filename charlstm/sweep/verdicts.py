@@ -331,8 +331,8 @@ def rises_note(trials: Trials, param: str, curve: list) -> str:
     parts = [f"{a} → {b}: +{e.value:.3f} {interval(e)}" for a, b, e in rises]
     return (f"{param}: perplexity rises separably {len(rises)} time(s) between neighbouring "
             f"values, so not monotonically: " + "; ".join(parts) + f" (each of the "
-            f"{len(curve) - 1} steps is judged at 95%: on a flat stretch about 1 step in 40 "
-            "rises separably by chance).")
+            f"{len(curve) - 1} pairs of neighbours is judged at 95%: on a flat stretch about 1 "
+            "pair in 40 rises separably by chance).")
 
 
 def hypothesis_1(trials: Trials) -> Answer:
