@@ -149,12 +149,15 @@ setup(
     description="Fused LSTM/GRU/RNN kernels and character-level language model studies",
     packages=find_packages(include=["charlstm", "charlstm.*"]) + ["charlstm_cli"],
     package_dir={"charlstm_cli": "cli"},
+    package_data={"charlstm": ["explain.html"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "typer>=0.12", "rich", "optuna>=3.6", "matplotlib"],
     # SQLAlchemy 2.1 reaches postgresql:// through psycopg 3, earlier versions through psycopg2.
-    extras_require={"test": ["pytest"], "postgres": ["psycopg[binary]", "psycopg2-binary"]},
+    # Playwright drives the system's Chromium in the test of `charlstm explain`'s page.
+    extras_require={"test": ["pytest", "playwright"],
+                    "postgres": ["psycopg[binary]", "psycopg2-binary"]},
     entry_points={"console_scripts": ["charlstm = charlstm_cli.main:app"]},
 )

@@ -300,3 +300,42 @@ class SampleConfig:
         check_sampling(self.length, self.temperature, self.top_k)
         if self.backend is not None:
             check_backend(self.backend)
+
+
+@dataclass
+class ExplainConfig:
+    """Every option of `charlstm explain`."""
+
+    checkpoint: str | None = option(None, "A run folder or a checkpoint file (default: the newest "
+                                          "under --runs).")
+    runs: str = option(RUNS_DIR, "Runs folder searched when no --checkpoint is given.")
+    text: str | None = option(None, "Text to explain: a text file, a folder of .txt files, a .zip "
+                                    "of them or cops:PRESIDENT, read as training reads a corpus "
+                                    "(text8 form for `charlstm train` models). Default: the run's "
+                                    "own validation text, when --prime is not given either.")
+    prime: str | None = option(None, "Explain a sample instead: the model continues this prime "
+                                     "for --length chars. For a calculator, the string it reads "
+                                     "(default: \"2+3\" in the trained form).")
+    length: int = option(2000, "Characters to generate after --prime.")
+    temperature: float = option(1.0, "Softmax temperature of the sample; 0 picks the likeliest "
+                                     "char.")
+    seed: int = option(0, "Random seed of the sample.")
+    max_chars: int = option(20_000, "Explain at most this many chars; longer texts are cut to "
+                                    "their start, with a message. The page stays quick to use "
+                                    "at the default.")
+    skip_unknown: bool = option(False, "Drop characters the model has no id for, instead of "
+                                       "stopping with an error that names them.")
+    backend: str | None = option(None, f"Recurrent implementation to run: "
+                                       f"{', '.join(BACKENDS)} (default: as trained).")
+    out: str | None = option(None, "Where to write the page (default: explain.html in the run "
+                                   "folder).")
+
+    def check(self) -> None:
+        """Raise ValueError naming the first option that cannot work."""
+        if self.text is not None and self.prime is not None:
+            raise ValueError("give --text (a text to explain) or --prime (explain a sample the "
+                             "model writes), not both")
+        _at_least(self, ("max_chars",))
+        check_sampling(self.length, self.temperature, None)
+        if self.backend is not None:
+            check_backend(self.backend)

@@ -72,8 +72,12 @@ class UdacityLM(nn.Module):
     def forward(self, ids: torch.Tensor, state: tuple[torch.Tensor, ...]):
         """Logits [T, B, 27] for int64 ids [T, B], and the state after the last step."""
         outputs, state = self.recurrence(ids, state)
-        logits = torch.addmm(self.b, outputs.reshape(-1, self.nodes), self.w)
+        logits = self.readout(outputs.reshape(-1, self.nodes))
         return logits.view(*ids.shape, self.vocab_size), state
+
+    def readout(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The classifier: logits [N, 27] of hidden outputs [N, nodes]."""
+        return torch.addmm(self.b, outputs, self.w)
 
     def recurrence(self, ids, state):
         weights = (self.weight_ih, self.weight_hh, self.bias_ih)

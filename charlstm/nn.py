@@ -40,7 +40,9 @@ def _check_input(module, input):
 
 
 class _Recurrent:
-    """The multi-layer loop shared by LSTM, GRU and RNN for the fused and reference backends."""
+    """What LSTM, GRU and RNN share on the fused and reference backends: all layers in one call
+    (charlstm.ops.layers, or its specification charlstm.reference.layers), dropout between them
+    drawn as torch.nn draws it."""
 
     _state_count = 1
 
@@ -56,15 +58,8 @@ class _Recurrent:
     def extra_repr(self):
         return f"{super().extra_repr()}, backend={self.backend!r}"
 
-    def _layer(self, fns, x, state, weights):
+    def _cell_name(self):
         raise NotImplementedError
-
-    def _layer_weights(self, layer):
-        names = [f"weight_ih_l{layer}", f"weight_hh_l{layer}"]
-        if self.bias:
-            names += [f"bias_ih_l{layer}", f"bias_hh_l{layer}"]
-        weights = [getattr(self, n) for n in names]
-        return weights if self.bias else weights + [None, None]
 
     def _forward_layers(self, input, hx):
         ids = _check_input(self, input)
@@ -80,14 +75,10 @@ class _Recurrent:
             input = input.transpose(0, 1)
         B = input.shape[1]
         states = self._initial_states(hx, B, input, batched)
+        dropout = self.dropout if self.training else 0.0
         fns = _functions(self.backend)
-        x, finals = input, []
-        for layer in range(self.num_layers):
-            if layer > 0 and self.dropout > 0 and self.training:
-                x = F.dropout(x, self.dropout, training=True)
-            x, final = self._layer(fns, x, [s[layer] for s in states], self._layer_weights(layer))
-            finals.append(final if isinstance(final, tuple) else (final,))
-        out_states = tuple(torch.stack([f[k] for f in finals]) for k in range(self._state_count))
+        x, out_states = fns.layers(input, states, self._flat_weights, cell=self._cell_name(), bias=self.bias,
+                                   dropout=dropout)
         if not batched:
             x = x.squeeze(1)
             out_states = tuple(s.squeeze(1) for s in out_states)
@@ -117,14 +108,13 @@ class _Recurrent:
 class LSTM(_Recurrent, nn.LSTM):
     _state_count = 2
 
-    def _layer(self, fns, x, state, weights):
-        h0, c0 = state
-        return fns.lstm(x, h0.contiguous(), c0.contiguous(), *weights)
+    def _cell_name(self):
+        return "lstm"
 
 
 class GRU(_Recurrent, nn.GRU):
-    def _layer(self, fns, x, state, weights):
-        return fns.gru(x, state[0].contiguous(), *weights)
+    def _cell_name(self):
+        return "gru"
 
 
 class RNN(_Recurrent, nn.RNN):
@@ -134,8 +124,8 @@ class RNN(_Recurrent, nn.RNN):
                         batch_first=batch_first, dropout=dropout, device=device, dtype=dtype)
         self.backend = check_backend(backend, "backend")
 
-    def _layer(self, fns, x, state, weights):
-        return fns.rnn(x, state[0].contiguous(), *weights, nonlinearity=self.nonlinearity)
+    def _cell_name(self):
+        return f"rnn_{self.nonlinearity}"
 
 
 class _Cell:

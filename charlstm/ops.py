@@ -37,6 +37,22 @@ def rnn(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     return _ops.rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
 
 
+def lstm_states(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None):
+    """lstm over a sequence -> (y [T, B, H], cs [T, B, H], gates [T, B, 4H] activations i f g o):
+    the cell states and gates of every step are what the forward saves for its backward, so they
+    cost nothing extra. For reading a model: no gradient flows back through cs and gates."""
+    y, _, _, gates, cs = _ops.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    return y, cs.detach(), gates.detach()
+
+
+def gru_states(x, h0, w_ih, w_hh, b_ih=None, b_hh=None):
+    """gru over a sequence -> (y [T, B, H], gates [T, B, 3H] activations r z n), read from what
+    the forward saves for its backward (r z n and the h-side candidate term). For reading a
+    model: no gradient flows back through gates."""
+    y, _, save = _ops.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh)
+    return y, save[..., :3 * h0.shape[-1]].detach()
+
+
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     """One LSTM step -> (h1, c1), as torch.nn.LSTMCell."""
     h1, c1, _ = _ops.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
@@ -55,6 +71,21 @@ def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
 
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+
+
+def layers(x, hx, weights, *, cell, bias=True, dropout=0.0):
+    """Every layer of a recurrent module in one call -> (y [T, B, H], hy), as torch.nn's modules.
+
+    ``cell`` is "lstm", "gru", "rnn_tanh" or "rnn_relu"; ``hx`` holds one [L, B, H] tensor per
+    state ((h0, c0) for the LSTM, (h0,) otherwise); ``weights`` are torch.nn's ``_flat_weights``:
+    per layer w_ih, w_hh and, when ``bias``, b_ih, b_hh. ``dropout`` zeroes each layer's output
+    but the last with that probability before the next layer reads it, drawing from the default
+    generator as torch.nn's CPU modules do (pass 0 outside training). ``hy`` is a tuple like hx.
+    """
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
+    y, hy, _ = _ops.layers_forward(x, list(hx), list(weights), cell, bool(bias), float(dropout))
+    return y, tuple(hy)
 
 
 def lm_sgd_step(window, state, w_ih, w_hh, b_ih, b_hh, w_out, b_out, *, cell="lstm", lr, clip,
@@ -164,7 +195,32 @@ def _(window, h, c, w_ih, w_hh, b_ih, b_hh, w_out, b_out, cell, lr, clip, comput
             c.new_empty(c.shape) if c is not None else h.new_empty(0))
 
 
+def _layers_saved_fake(x, weights, cell, has_biases, dropout):
+    per = 4 if has_biases else 2
+    L, T, B, H = len(weights) // per, x.shape[0], x.shape[1], weights[1].shape[1]
+    w = weights[1]
+    layer = {"lstm": [(T, B, 4 * H), (T, B, H)], "gru": [(T, B, 4 * H)]}.get(cell, [])
+    between = 2 * (L - 1) if dropout > 0 else L - 1  # outputs of the lower layers, then their masks
+    return [w.new_empty(s) for _ in range(L) for s in layer] + [w.new_empty(T, B, H) for _ in range(between)]
+
+
+@torch.library.register_fake("charlstm::layers_forward")
+def _(x, hx, weights, cell, has_biases, dropout):
+    T, B, H = x.shape[0], x.shape[1], weights[1].shape[1]
+    return (weights[1].new_empty(T, B, H), [h.new_empty(h.shape) for h in hx],
+            _layers_saved_fake(x, weights, cell, has_biases, dropout))
+
+
+@torch.library.register_fake("charlstm::layers_backward")
+def _(grad_y, grad_hy, x, hx, weights, y, saved, cell, has_biases, dropout, input_grad, state_grad):
+    w = weights[0]
+    dx = w.new_empty(x.shape) if input_grad and x.is_floating_point() else w.new_empty(0)
+    return dx, [h.new_empty(h.shape) for h in hx] if state_grad else [], [t.new_empty(t.shape) for t in weights]
+
+
 # ---- autograd: the forward ops return their saved intermediates, the backward ops consume them ----
+# (layers_forward's autograd is in C++, csrc/autograd.cpp: its list arguments made the Python
+# registration cost more than the op itself on small modules.)
 
 def _input_grad(x, dx):
     return dx if x.is_floating_point() else None
@@ -280,6 +336,6 @@ def _no_double_backward(ctx, *grads):
                        "use charlstm.reference (backend='reference' in charlstm.nn)")
 
 
-for _name in ("lstm_backward", "gru_backward", "rnn_backward"):
+for _name in ("lstm_backward", "gru_backward", "rnn_backward", "layers_backward"):
     torch.library.register_autograd(f"charlstm::{_name}", _no_double_backward)
 

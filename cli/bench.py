@@ -23,6 +23,21 @@ def bench(
     = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
     = False,
+    suite: Annotated[Optional[str], typer.Option(
+        help="'general': a char-rnn step (embedding or ids, Adam) on charlstm.nn against torch.nn "
+             "over a grid of batch, hidden, steps and layers, with the product floor; ignores "
+             "--shapes and --backends.")]
+    = None,
+    cells: Annotated[str, typer.Option(
+        help="With --suite general: comma-separated cells, lstm,gru,rnn.")]
+    = "lstm,gru,rnn",
+    budget: Annotated[float, typer.Option(
+        help="With --suite general: seconds of timing per grid cell.")]
+    = 0.6,
+    hidden: Annotated[Optional[str], typer.Option(
+        help="With --suite general: only these comma-separated hidden sizes of the grid, e.g. "
+             "64,128 (time a long grid in several runs).")]
+    = None,
 ):
     """Time one training step (forward, softmax cross-entropy, backward, clip, SGD) per backend."""
     import torch
@@ -35,6 +50,14 @@ def bench(
     chosen, sizes = parse_backends(backends), parse_shapes(shapes)
     if threads:
         torch.set_num_threads(threads)
+    if suite is not None:
+        from charlstm.bench_suite import general_suite
+        if suite != "general":
+            raise ValueError(f"unknown suite {suite!r}: the one suite is 'general'")
+        if budget < 0:
+            raise ValueError(f"--budget must be at least 0, got {budget}")
+        general_suite(cells, device, budget, out, json_output, hidden)
+        return
     result = bench_training_step(sizes, chosen, rounds, steps_per_round, device=device,
                                  log=lambda row: typer.echo(json.dumps(row), err=True))
     if out:

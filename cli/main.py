@@ -10,6 +10,7 @@ import typer
 from charlstm_cli.bench import bench
 from charlstm_cli.calc import app as calc_app
 from charlstm_cli.errors import Group
+from charlstm_cli.explain import explain
 from charlstm_cli.info import info
 from charlstm_cli.sample import sample
 from charlstm_cli.speech import speech
@@ -26,6 +27,7 @@ app.add_typer(calc_app, name="calc")
 app.add_typer(sweep_app, name="sweep")
 app.command()(speech)
 app.command()(sample)
+app.command()(explain)
 
 if __name__ == "__main__":
     app()

@@ -19,9 +19,21 @@ namespace charlstm {
 namespace {
 
 #ifdef CHARLSTM_BRGEMM
+// Rows of the reduction per micro-kernel call. oneDNN sizes the kernel's register tile so that its
+// rows of `a` over the whole reduction fit in L1: bd_block rows with 4 * bd_block * K <= 32 KB on
+// this machine, at most 6. A call over K = T*B rows of the weight gradients (6400 at T = 100,
+// B = 64) got a tile of one row, four multiply-adds per broadcast, and ran at 17-33 GFLOP/s per
+// core instead of ~110; above K = 8192 no tile fits, the rule is dropped and the full tile
+// returns, which made the backward at T = 200 faster than at T = 100. Calls over 256 rows keep the
+// full tile for every K.
+constexpr int64_t kReductionBlock = 256;
+
 void brgemm(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool accumulate,
             const float* a, const float* b, float* c) {
-    at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, accumulate, a, b, c);
+    for (int64_t k0 = 0; k0 < K; k0 += kReductionBlock) {
+        at::native::cpublas::brgemm(M, N, std::min(kReductionBlock, K - k0), lda, ldb, ldc, accumulate || k0 > 0,
+                                    a + k0, b + k0 * ldb, c);
+    }
 }
 
 void brgemm_release() { at::native::cpublas::brgemm_release(false); }

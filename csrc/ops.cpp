@@ -13,6 +13,7 @@
 
 #include "device.h"
 #include "sequence.h"
+#include "stack.h"
 #include "steps.h"
 #include "train_step.h"
 
@@ -171,118 +172,7 @@ OptTensor contiguous(const OptTensor& t) {
     return t.has_value() && t->defined() ? OptTensor(t->contiguous()) : std::nullopt;
 }
 
-bool relu_from(const std::string& nonlinearity) {
-    TORCH_CHECK(nonlinearity == "tanh" || nonlinearity == "relu",
-                "nonlinearity must be 'tanh' or 'relu', got '", nonlinearity, "'");
-    return nonlinearity == "relu";
-}
-
 // ---- checked entry points, one instantiation per device (device.h) ----
-
-template <class Device>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward_op(
-    const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& b_ih, const OptTensor& b_hh) {
-    const int64_t H = check_weights(4, w_ih, w_hh, b_ih, b_hh);
-    const auto [T, B] = check_input(x, w_ih, true);
-    check_state(h0, "h0", B, H, w_hh);
-    check_state(c0, "c0", B, H, w_hh);
-    return lstm_forward<Device>(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh, contiguous(b_ih),
-                        contiguous(b_hh));
-}
-
-template <class Device>
-std::tuple<Tensor, Tensor, Tensor> lstm_cell_op(
-    const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& b_ih, const OptTensor& b_hh) {
-    const int64_t H = check_weights(4, w_ih, w_hh, b_ih, b_hh);
-    const auto [T, B] = check_input(x, w_ih, false);
-    check_state(h, "h", B, H, w_hh);
-    check_state(c, "c", B, H, w_hh);
-    auto [y, hT, cT, gates, cs] = lstm_forward<Device>(x.contiguous().unsqueeze(0), h.contiguous(), c.contiguous(),
-                                               w_ih, w_hh, contiguous(b_ih), contiguous(b_hh));
-    return {hT, cT, gates[0]};
-}
-
-template <class Device>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward_op(
-    const OptTensor& grad_y, const OptTensor& grad_hT, const OptTensor& grad_cT, const Tensor& x,
-    const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
-    const Tensor& gates, const Tensor& cs) {
-    const auto [T, B, H] = check_backward(4, grad_y, grad_hT, x, h0, w_ih, w_hh, y);
-    check_state(c0, "c0", B, H, w_hh);
-    check_sized(grad_cT, "grad_cT", {B, H}, "[B, hidden_size], as cT", w_hh);
-    check_sized(gates, "gates", {T, B, 4 * H}, "[T, B, 4*hidden_size]: saved by lstm_forward", w_hh);
-    check_sized(cs, "cs", {T, B, H}, "[T, B, hidden_size]: saved by lstm_forward", w_hh);
-    return lstm_backward<Device>(contiguous(grad_y), contiguous(grad_hT), contiguous(grad_cT), x.contiguous(),
-                         h0.contiguous(), c0.contiguous(), w_ih, w_hh, y.contiguous(), gates.contiguous(),
-                         cs.contiguous());
-}
-
-template <class Device>
-std::tuple<Tensor, Tensor, Tensor> gru_forward_op(
-    const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
-    const OptTensor& b_hh) {
-    const int64_t H = check_weights(3, w_ih, w_hh, b_ih, b_hh);
-    const auto [T, B] = check_input(x, w_ih, true);
-    check_state(h0, "h0", B, H, w_hh);
-    return gru_forward<Device>(x.contiguous(), h0.contiguous(), w_ih, w_hh, contiguous(b_ih), contiguous(b_hh));
-}
-
-template <class Device>
-std::tuple<Tensor, Tensor> gru_cell_op(
-    const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
-    const OptTensor& b_hh) {
-    const int64_t H = check_weights(3, w_ih, w_hh, b_ih, b_hh);
-    const auto [T, B] = check_input(x, w_ih, false);
-    check_state(h, "h", B, H, w_hh);
-    auto [y, hT, save] = gru_forward<Device>(x.contiguous().unsqueeze(0), h.contiguous(), w_ih, w_hh,
-                                     contiguous(b_ih), contiguous(b_hh));
-    return {hT, save[0]};
-}
-
-template <class Device>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_op(
-    const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
-    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& save) {
-    const auto [T, B, H] = check_backward(3, grad_y, grad_hT, x, h0, w_ih, w_hh, y);
-    check_sized(save, "save", {T, B, 4 * H}, "[T, B, 4*hidden_size]: saved by gru_forward", w_hh);
-    return gru_backward<Device>(contiguous(grad_y), contiguous(grad_hT), x.contiguous(), h0.contiguous(), w_ih,
-                        w_hh, y.contiguous(), save.contiguous());
-}
-
-template <class Device>
-std::tuple<Tensor, Tensor> rnn_forward_op(
-    const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
-    const OptTensor& b_hh, const std::string& nonlinearity) {
-    const bool relu = relu_from(nonlinearity);
-    const int64_t H = check_weights(1, w_ih, w_hh, b_ih, b_hh);
-    const auto [T, B] = check_input(x, w_ih, true);
-    check_state(h0, "h0", B, H, w_hh);
-    return rnn_forward<Device>(x.contiguous(), h0.contiguous(), w_ih, w_hh, contiguous(b_ih), contiguous(b_hh), relu);
-}
-
-template <class Device>
-Tensor rnn_cell_op(const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh,
-                   const OptTensor& b_ih, const OptTensor& b_hh, const std::string& nonlinearity) {
-    const bool relu = relu_from(nonlinearity);
-    const int64_t H = check_weights(1, w_ih, w_hh, b_ih, b_hh);
-    const auto [T, B] = check_input(x, w_ih, false);
-    check_state(h, "h", B, H, w_hh);
-    auto [y, hT] = rnn_forward<Device>(x.contiguous().unsqueeze(0), h.contiguous(), w_ih, w_hh, contiguous(b_ih),
-                               contiguous(b_hh), relu);
-    return hT;
-}
-
-template <class Device>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward_op(
-    const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
-    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const std::string& nonlinearity) {
-    const bool relu = relu_from(nonlinearity);
-    check_backward(1, grad_y, grad_hT, x, h0, w_ih, w_hh, y);
-    return rnn_backward<Device>(contiguous(grad_y), contiguous(grad_hT), x.contiguous(), h0.contiguous(), w_ih,
-                        w_hh, y.contiguous(), relu);
-}
 
 // The training step updates its weights in place, so they must hold small updates: in bfloat16 an
 // update below about 0.4% of a weight rounds away (half its 2^-7 spacing), in float16 below 0.05%.
@@ -315,6 +205,197 @@ Cell cell_from(const std::string& name) {
     TORCH_CHECK(false, "cell must be \"lstm\", \"gru\", \"rnn_tanh\" or \"rnn_relu\", got \"", name, "\"");
 }
 
+Cell rnn_cell_from(const std::string& nonlinearity) {
+    TORCH_CHECK(nonlinearity == "tanh" || nonlinearity == "relu",
+                "nonlinearity must be 'tanh' or 'relu', got '", nonlinearity, "'");
+    return nonlinearity == "relu" ? Cell::RnnRelu : Cell::RnnTanh;
+}
+
+// A defined tensor for an output the schema always returns (dx of token ids: empty).
+Tensor or_empty(const Tensor& t, const Tensor& like) { return t.defined() ? t : at::empty({0}, like.options()); }
+
+// One checked layer forward: x [T, B, I] or ids [T, B] (cells: [B, I] or [B], as one step).
+template <class Device>
+LayerForward checked_forward(Cell cell, const Tensor& x, const std::vector<Tensor>& state, const Tensor& w_ih,
+                             const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool sequence) {
+    const int64_t H = check_weights(gates_of(cell), w_ih, w_hh, b_ih, b_hh);
+    const auto [T, B] = check_input(x, w_ih, sequence);
+    const char* names[2][2] = {{"h", "c"}, {"h0", "c0"}};
+    std::vector<Tensor> state_c;
+    for (size_t k = 0; k < state.size(); ++k) {
+        check_state(state[k], names[sequence][k], B, H, w_hh);
+        state_c.push_back(state[k].contiguous());
+    }
+    const Tensor xc = sequence ? x.contiguous() : x.contiguous().unsqueeze(0);
+    return layer_forward<Device>(cell, xc, state_c, w_ih, w_hh, contiguous(b_ih), contiguous(b_hh));
+}
+
+template <class Device>
+LayerGrads layer_grads(Cell cell, const OptTensor& grad_y, const std::vector<OptTensor>& grad_final, const Tensor& x,
+                       const std::vector<Tensor>& state0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
+                       const std::vector<Tensor>& saved) {
+    std::vector<OptTensor> gf;
+    for (const OptTensor& g : grad_final) gf.push_back(contiguous(g));
+    std::vector<Tensor> s0, sv;
+    for (const Tensor& t : state0) s0.push_back(t.contiguous());
+    for (const Tensor& t : saved) sv.push_back(t.contiguous());
+    LayerGrads g = layer_backward<Device>(cell, contiguous(grad_y), gf, x.contiguous(), s0, w_ih, w_hh,
+                                          y.contiguous(), sv);
+    g.dx = or_empty(g.dx, w_ih);
+    return g;
+}
+
+template <class Device>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward_op(
+    const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& b_ih, const OptTensor& b_hh) {
+    auto f = checked_forward<Device>(Cell::Lstm, x, {h0, c0}, w_ih, w_hh, b_ih, b_hh, true);
+    return {f.y, f.final[0], f.final[1], f.saved[0], f.saved[1]};
+}
+
+template <class Device>
+std::tuple<Tensor, Tensor, Tensor> lstm_cell_op(
+    const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& b_ih, const OptTensor& b_hh) {
+    auto f = checked_forward<Device>(Cell::Lstm, x, {h, c}, w_ih, w_hh, b_ih, b_hh, false);
+    return {f.final[0], f.final[1], f.saved[0][0]};
+}
+
+template <class Device>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward_op(
+    const OptTensor& grad_y, const OptTensor& grad_hT, const OptTensor& grad_cT, const Tensor& x,
+    const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
+    const Tensor& gates, const Tensor& cs) {
+    const auto [T, B, H] = check_backward(4, grad_y, grad_hT, x, h0, w_ih, w_hh, y);
+    check_state(c0, "c0", B, H, w_hh);
+    check_sized(grad_cT, "grad_cT", {B, H}, "[B, hidden_size], as cT", w_hh);
+    check_sized(gates, "gates", {T, B, 4 * H}, "[T, B, 4*hidden_size]: saved by lstm_forward", w_hh);
+    check_sized(cs, "cs", {T, B, H}, "[T, B, hidden_size]: saved by lstm_forward", w_hh);
+    auto g = layer_grads<Device>(Cell::Lstm, grad_y, {grad_hT, grad_cT}, x, {h0, c0}, w_ih, w_hh, y, {gates, cs});
+    return {g.dx, g.dstate[0], g.dstate[1], g.dw_ih, g.dw_hh, g.db_ih};
+}
+
+template <class Device>
+std::tuple<Tensor, Tensor, Tensor> gru_forward_op(
+    const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+    const OptTensor& b_hh) {
+    auto f = checked_forward<Device>(Cell::Gru, x, {h0}, w_ih, w_hh, b_ih, b_hh, true);
+    return {f.y, f.final[0], f.saved[0]};
+}
+
+template <class Device>
+std::tuple<Tensor, Tensor> gru_cell_op(
+    const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+    const OptTensor& b_hh) {
+    auto f = checked_forward<Device>(Cell::Gru, x, {h}, w_ih, w_hh, b_ih, b_hh, false);
+    return {f.final[0], f.saved[0][0]};
+}
+
+template <class Device>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_op(
+    const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
+    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& save) {
+    const auto [T, B, H] = check_backward(3, grad_y, grad_hT, x, h0, w_ih, w_hh, y);
+    check_sized(save, "save", {T, B, 4 * H}, "[T, B, 4*hidden_size]: saved by gru_forward", w_hh);
+    auto g = layer_grads<Device>(Cell::Gru, grad_y, {grad_hT}, x, {h0}, w_ih, w_hh, y, {save});
+    return {g.dx, g.dstate[0], g.dw_ih, g.dw_hh, g.db_ih, g.db_hh};
+}
+
+template <class Device>
+std::tuple<Tensor, Tensor> rnn_forward_op(
+    const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+    const OptTensor& b_hh, const std::string& nonlinearity) {
+    const Cell cell = rnn_cell_from(nonlinearity);
+    auto f = checked_forward<Device>(cell, x, {h0}, w_ih, w_hh, b_ih, b_hh, true);
+    return {f.y, f.final[0]};
+}
+
+template <class Device>
+Tensor rnn_cell_op(const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh,
+                   const OptTensor& b_ih, const OptTensor& b_hh, const std::string& nonlinearity) {
+    const Cell cell = rnn_cell_from(nonlinearity);
+    return checked_forward<Device>(cell, x, {h}, w_ih, w_hh, b_ih, b_hh, false).final[0];
+}
+
+template <class Device>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward_op(
+    const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
+    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const std::string& nonlinearity) {
+    const Cell cell = rnn_cell_from(nonlinearity);
+    check_backward(1, grad_y, grad_hT, x, h0, w_ih, w_hh, y);
+    auto g = layer_grads<Device>(cell, grad_y, {grad_hT}, x, {h0}, w_ih, w_hh, y, {});
+    return {g.dx, g.dstate[0], g.dw_ih, g.dw_hh, g.db_ih};
+}
+
+// ---- all layers of a module in one call ----
+
+// `id_values`: as check_input's (the backward skips the ids' values on devices).
+int64_t check_stack(Cell cell, const Tensor& x, const std::vector<Tensor>& hx,
+                    const std::vector<Tensor>& weights, bool has_biases, double dropout,
+                    bool id_values = true) {
+    const int64_t P = has_biases ? 4 : 2;
+    TORCH_CHECK(!weights.empty() && weights.size() % P == 0, "weights must hold ", P, " tensors per layer (w_ih, "
+                "w_hh", has_biases ? ", b_ih, b_hh" : "", "), got ", weights.size());
+    const int64_t L = static_cast<int64_t>(weights.size()) / P;
+    TORCH_CHECK(static_cast<int64_t>(hx.size()) == states_of(cell), "hx must hold ", states_of(cell),
+                " state tensor(s) ", cell == Cell::Lstm ? "(h0, c0)" : "(h0)", ", got ", hx.size());
+    TORCH_CHECK(dropout >= 0 && dropout <= 1, "dropout must lie in [0, 1], got ", dropout);
+    int64_t B = 0;
+    for (int64_t l = 0; l < L; ++l) {
+        const OptTensor b_ih = has_biases ? OptTensor(weights[l * P + 2]) : std::nullopt;
+        const OptTensor b_hh = has_biases ? OptTensor(weights[l * P + 3]) : std::nullopt;
+        const Tensor& w_ih = weights[l * P];
+        const Tensor& w_hh = weights[l * P + 1];
+        const int64_t H = check_weights(gates_of(cell), w_ih, w_hh, b_ih, b_hh);
+        if (l == 0) {
+            B = check_input(x, w_ih, true, id_values).second;
+        } else {
+            TORCH_CHECK(w_ih.size(1) == weights[(l - 1) * P + 1].size(1), "layer ", l, "'s w_ih must take the ",
+                        weights[(l - 1) * P + 1].size(1), " outputs of the layer below, got ", w_ih.sizes());
+        }
+        for (const Tensor& s : hx) {
+            check_like(s, "hx", w_hh);
+            TORCH_CHECK(s.dim() == 3 && s.size(0) == L && s.size(1) == B && s.size(2) == H, "hx must have shape [",
+                        L, ", ", B, ", ", H, "] (num_layers, batch, hidden_size), got ", s.sizes());
+        }
+    }
+    return L;
+}
+
+std::vector<Tensor> contiguous_all(const std::vector<Tensor>& ts) {
+    std::vector<Tensor> out;
+    for (const Tensor& t : ts) out.push_back(t.contiguous());
+    return out;
+}
+
+template <class Device>
+std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> layers_forward_op(
+    const Tensor& x, at::TensorList hx, at::TensorList weights, const std::string& cell_name, bool has_biases,
+    double dropout) {
+    const Cell cell = cell_from(cell_name);
+    const std::vector<Tensor> h = hx.vec(), w = weights.vec();
+    check_stack(cell, x, h, w, has_biases, dropout);
+    auto f = stack_forward<Device>(cell, x.contiguous(), contiguous_all(h), contiguous_all(w), has_biases, dropout);
+    return {f.y, f.final, f.saved};
+}
+
+template <class Device>
+std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> layers_backward_op(
+    const OptTensor& grad_y, const c10::List<std::optional<Tensor>>& grad_hy, const Tensor& x, at::TensorList hx,
+    at::TensorList weights, const Tensor& y, at::TensorList saved, const std::string& cell_name, bool has_biases,
+    double dropout, bool input_grad, bool state_grad) {
+    const Cell cell = cell_from(cell_name);
+    check_stack(cell, x, hx.vec(), weights.vec(), has_biases, dropout,
+                /*id_values=*/x.is_cpu());
+    std::vector<OptTensor> gh;
+    for (const std::optional<Tensor>& g : grad_hy) gh.push_back(contiguous(g));
+    auto g = stack_backward<Device>(cell, contiguous(grad_y), gh, x.contiguous(), contiguous_all(hx.vec()),
+                                    contiguous_all(weights.vec()), y.contiguous(), contiguous_all(saved.vec()),
+                                    has_biases, dropout,
+                                    input_grad && x.is_floating_point(), state_grad);
+    return {or_empty(g.dx, weights[0]), g.dhx, g.dweights};
+}
+
 template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lm_sgd_step_op(
     const Tensor& window, const Tensor& h, const OptTensor& c, const Tensor& w_ih, const Tensor& w_hh,
@@ -322,7 +403,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lm_sgd_step_op(
     const std::string& cell_name, double lr, double clip, std::optional<at::ScalarType> compute_dtype) {
     const Cell cell = cell_from(cell_name);
     check_master_weights(w_hh.scalar_type());
-    const int64_t H = check_weights(cell == Cell::Lstm ? 4 : cell == Cell::Gru ? 3 : 1, w_ih, w_hh, b_ih, b_hh);
+    const int64_t H = check_weights(gates_of(cell), w_ih, w_hh, b_ih, b_hh);
     TORCH_CHECK(window.device() == w_ih.device(), "window is on ", window.device(), " but w_ih is on ",
                 w_ih.device(), ": move all inputs to one device");
     TORCH_CHECK(window.scalar_type() == at::kLong, "window must hold int64 token ids, got dtype ",
@@ -402,6 +483,14 @@ TORCH_LIBRARY(charlstm, m) {
           "Tensor(d!)? b_hh, Tensor(e!) w_out, Tensor(f!) b_out, str cell, float lr, float clip, "
           "ScalarType? compute_dtype=None) "
           "-> (Tensor loss, Tensor norm, Tensor logits, Tensor hT, Tensor cT)");
+    // Every layer of a module: hx holds one [L, B, H] tensor per state, weights torch.nn's
+    // _flat_weights; saved is what the backward needs besides y (stack.h). The backward's input_grad and
+    // state_grad say which gradients are wanted; the others come back empty.
+    m.def("layers_forward(Tensor x, Tensor[] hx, Tensor[] weights, str cell, bool has_biases, float dropout) "
+          "-> (Tensor y, Tensor[] hy, Tensor[] saved)");
+    m.def("layers_backward(Tensor? grad_y, Tensor?[] grad_hy, Tensor x, Tensor[] hx, Tensor[] weights, Tensor y, "
+          "Tensor[] saved, str cell, bool has_biases, float dropout, bool input_grad, bool state_grad) "
+          "-> (Tensor dx, Tensor[] dhx, Tensor[] dweights)");
     m.def("build_info() -> str", &build_info);
 }
 
@@ -419,11 +508,14 @@ void register_kernels(torch::Library& m) {
     m.impl("rnn_cell", &rnn_cell_op<Device>);
     m.impl("rnn_backward", &rnn_backward_op<Device>);
     m.impl("lm_sgd_step", &lm_sgd_step_op<Device>);
+    m.impl("layers_forward", &layers_forward_op<Device>);
+    m.impl("layers_backward", &layers_backward_op<Device>);
 }
 
 #ifndef CHARLSTM_WITH_CUDA
-const char* const kOps[] = {"lstm_forward", "lstm_cell",    "lstm_backward", "gru_forward", "gru_cell",
-                            "gru_backward", "rnn_forward", "rnn_cell",      "rnn_backward", "lm_sgd_step"};
+const char* const kOps[] = {"lstm_forward", "lstm_cell",   "lstm_backward", "gru_forward",    "gru_cell",
+                            "gru_backward", "rnn_forward", "rnn_cell",      "rnn_backward",   "lm_sgd_step",
+                            "layers_forward", "layers_backward"};
 
 // A build without CUDA kernels still answers CUDA tensors, with charlstm's own message rather
 // than a missing-kernel error.

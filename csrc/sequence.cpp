@@ -207,14 +207,28 @@ void time_loop(int64_t T, int64_t B, int64_t slices, bool backward, const Body& 
 
 // ---- operands and weight gradients ----
 
-// [T*B, G*H] = x W_ih^T + bias for float inputs, written into `out`.
+// [T*B, G*H] = x W_ih^T + bias for float inputs, written into `out`. With brgemm, x gets a column
+// of ones and W_ih^T the bias as its last row, so that one product adds the bias: a separate pass
+// writing it into `out` first (what addmm does) cost as much as a third of the product at I = 64.
 void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Tensor out) {
     const Tensor x2d = x.reshape({-1, x.size(2)});
-    if (bias.defined()) {
-        at::addmm_out(out, bias, x2d, w_ih.t());
-    } else {
-        at::mm_out(out, x2d, w_ih.t());
+    if (!brgemm_path(w_ih)) {
+        if (bias.defined()) {
+            at::addmm_out(out, bias, x2d, w_ih.t());
+        } else {
+            at::mm_out(out, x2d, w_ih.t());
+        }
+        return;
     }
+    const int64_t N = x2d.size(0), I = x2d.size(1), GH = w_ih.size(0), extra = bias.defined() ? 1 : 0;
+    Tensor xs = x2d.contiguous(), w_t = at::empty({I + extra, GH}, w_ih.options());
+    const Tensor w = w_ih.contiguous();
+    transpose_into(w.data_ptr<float>(), GH, I, w_t.data_ptr<float>(), GH);
+    if (extra) {
+        w_t[I].copy_(bias);
+        xs = at::cat({xs, at::ones({N, 1}, xs.options())}, 1);
+    }
+    product(all_rows(out), all_rows(xs), w_t, false);
 }
 
 // w_hh^T, the right operand of the forward's per-step products, for T * B = `rows` rows in all. A
@@ -230,48 +244,71 @@ Tensor gather_table(const Tensor& w_ih, const Tensor& bias) {
     return bias.defined() ? table.add_(bias) : table;
 }
 
+// A weight gradient and, when asked for, the column sums of the pre-activation gradients (the
+// bias gradient).
+struct WeightGrad {
+    Tensor weight, bias;
+};
+
+// a_t^T dpre with a_t [K, N] on the brgemm path: the weight gradient [K, G*H], transposed. With
+// `bias`, a_t's storage has one more row, which this fills with ones, so that the product's last
+// row is the bias gradient: dpre's column sums come with the product instead of another pass.
+WeightGrad transposed_grad(Tensor a_t, const Tensor& dpre, bool bias) {
+    const int64_t K = a_t.size(0) - (bias ? 1 : 0);
+    if (bias) a_t[K].fill_(1);
+    const Tensor grad_t = linear(a_t, dpre, Tensor());
+    return {grad_t.narrow(0, 0, K), bias ? grad_t[K].clone() : Tensor()};
+}
+
 // dpre^T x: the weight gradient [G*H, K] of a layer whose pre-activation gradients are dpre
 // [N, G*H] for inputs x [N, K], summed over all N rows in one product; its transpose [K, G*H] when
 // `transposed_out`. With brgemm it is computed transposed (x^T dpre: row-major operands): at
 // N = 640, K = 256, G*H = 1024 that took ~1.5 ms against ~1.8 ms for at::mm on the transposed
 // view, and ~0.1 ms more to transpose it back.
-Tensor weight_grad(const Tensor& dpre, const Tensor& x, bool transposed_out) {
+WeightGrad weight_grad(const Tensor& dpre, const Tensor& x, bool transposed_out, bool bias) {
     if (!brgemm_path(dpre)) {
-        return transposed_out ? x.t().mm(dpre) : dpre.t().mm(x);
+        return {transposed_out ? x.t().mm(dpre) : dpre.t().mm(x), bias ? dpre.sum(0) : Tensor()};
     }
-    const Tensor grad_t = linear(transposed(x), dpre, Tensor());
-    return transposed_out ? grad_t : transposed(grad_t);
+    const int64_t N = x.size(0), K = x.size(1);
+    Tensor x_t = at::empty({K + (bias ? 1 : 0), N}, x.options());
+    const Tensor xc = x.contiguous();
+    transpose_into(xc.data_ptr<float>(), N, K, x_t.data_ptr<float>(), N);
+    WeightGrad g = transposed_grad(x_t, dpre, bias);
+    if (!transposed_out) g.weight = transposed(g.weight);
+    return g;
 }
 
 // The recurrent weight's gradient dpre^T prev, with prev [T*B, H] the hidden state each step
-// started from (h0, y[0], ..., y[T-2]), or its transpose when `transposed_out`. With brgemm,
-// prev^T [H, T*B] is written directly from h0 and y (no concatenated copy) and the product runs
-// transposed, as in weight_grad.
-Tensor recurrent_weight_grad(const Tensor& dpre, const Tensor& h0, const Tensor& y, bool transposed_out) {
+// started from (h0, y[0], ..., y[T-2]), or its transpose when `transposed_out`, and the column
+// sums of dpre. With brgemm, prev^T [H, T*B] is written directly from h0 and y (no concatenated
+// copy) and the product runs transposed, as in weight_grad.
+WeightGrad recurrent_weight_grad(const Tensor& dpre, const Tensor& h0, const Tensor& y, bool transposed_out) {
     const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
     if (!brgemm_path(dpre)) {
         const Tensor prev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).reshape({-1, H});
-        return transposed_out ? prev.t().mm(dpre) : dpre.t().mm(prev);
+        return {transposed_out ? prev.t().mm(dpre) : dpre.t().mm(prev), dpre.sum(0)};
     }
-    Tensor prev_t = at::empty({H, T * B}, y.options());
+    Tensor prev_t = at::empty({H + 1, T * B}, y.options());
     float* o = prev_t.data_ptr<float>();
     transpose_into(h0.data_ptr<float>(), B, H, o, T * B);
     if (T > 1) transpose_into(y.data_ptr<float>(), (T - 1) * B, H, o + B, T * B);
-    const Tensor grad_t = linear(prev_t, dpre, Tensor());
-    return transposed_out ? grad_t : transposed(grad_t);
+    WeightGrad g = transposed_grad(prev_t, dpre, true);
+    if (!transposed_out) g.weight = transposed(g.weight);
+    return g;
 }
 
-// The input-weight gradient of token ids into dtable [V, G*H] (zeros on entry) and the bias
-// gradient, the column sums of dpre. On the CPU one pass over dpre: each thread adds its band of
-// columns of every row into the table (index_add_ sorted the ids first), then sums the table's
-// columns, which are dpre's (a sum over the vocabulary instead of a second pass over T*B rows).
-Tensor id_gradient(Cpu, const Tensor& dpre, const Tensor& ids, Tensor& dtable) {
+// The input-weight gradient of token ids into dtable [V, G*H] (zeros on entry) and, with `bias`,
+// the column sums of dpre. On the CPU one pass over dpre: each thread adds its band of columns of
+// every row into the table (index_add_ sorted the ids first), then sums the table's columns,
+// which are dpre's (a sum over the vocabulary instead of a second pass over T*B rows).
+Tensor id_gradient(Cpu, const Tensor& dpre, const Tensor& ids, Tensor& dtable, bool bias) {
     const Tensor d = dpre.contiguous();
-    Tensor dbias = at::empty({d.size(1)}, dtable.options());
+    Tensor dbias = bias ? at::empty({d.size(1)}, dtable.options()) : Tensor();
     AT_DISPATCH_FLOATING_TYPES(d.scalar_type(), "id_gradient", [&] {
         cpu::scatter_add(cpu::RowScatterAdd<scalar_t>{d.data_ptr<scalar_t>(), ids.data_ptr<int64_t>(),
-                                                      dtable.data_ptr<scalar_t>(), dbias.data_ptr<scalar_t>(),
-                                                      d.size(0), dtable.size(0), d.size(1)});
+                                                      dtable.data_ptr<scalar_t>(),
+                                                      bias ? dbias.data_ptr<scalar_t>() : nullptr, d.size(0),
+                                                      dtable.size(0), d.size(1)});
     });
     return dbias;
 }
@@ -281,7 +318,7 @@ Tensor id_gradient(Cpu, const Tensor& dpre, const Tensor& ids, Tensor& dtable) {
 // V = 27): 16-bit tables accumulate in float32 and are rounded once. The order of the atomics,
 // and so the last bits of the sums, varies between runs unless
 // torch.use_deterministic_algorithms(True) is set, under which index_add_ sorts the ids instead.
-Tensor id_gradient(Cuda, const Tensor& dpre, const Tensor& ids, Tensor& dtable) {
+Tensor id_gradient(Cuda, const Tensor& dpre, const Tensor& ids, Tensor& dtable, bool bias) {
     const bool narrow = dtable.scalar_type() == at::kHalf || dtable.scalar_type() == at::kBFloat16;
     if (!narrow) {
         dtable.index_add_(0, ids.reshape({-1}), dpre);
@@ -290,22 +327,32 @@ Tensor id_gradient(Cuda, const Tensor& dpre, const Tensor& ids, Tensor& dtable) 
                      .index_add_(0, ids.reshape({-1}), dpre.to(at::kFloat))
                      .to(dtable.scalar_type());
     }
-    return dpre.sum(0);  // a reduction, which ATen accumulates in float32 for 16-bit types
+    // A reduction, which ATen accumulates in float32 for 16-bit types.
+    return bias ? dpre.sum(0) : Tensor();
 }
 #endif
 
-// dL/dW_ih (transposed, [I, G*H], when `transposed_out`), dL/dx and the column sums of dpre (the
-// bias gradient) from the pre-activation gradients dpre [T*B, G*H].
+// dL/dW_ih (transposed, [I, G*H], when `transposed_out`), dL/dx (when `input_grad`) and, with
+// `bias`, the column sums of dpre, from the pre-activation gradients dpre [T*B, G*H].
 template <class Device>
 std::tuple<Tensor, Tensor, Tensor> input_grads(const Tensor& dpre, const Tensor& x, const Tensor& w_ih,
-                                               bool transposed_out) {
+                                               bool transposed_out, bool input_grad, bool bias) {
     if (is_ids(x)) {
         Tensor dtable = at::zeros({w_ih.size(1), w_ih.size(0)}, w_ih.options());
-        const Tensor dbias = id_gradient(Device{}, dpre, x, dtable);
-        return {transposed_out ? dtable : transposed(dtable), at::empty({0}, w_ih.options()), dbias};
+        const Tensor dbias = id_gradient(Device{}, dpre, x, dtable, bias);
+        return {transposed_out ? dtable : transposed(dtable), Tensor(), dbias};
     }
     const Tensor x2d = x.reshape({-1, x.size(2)});
-    return {weight_grad(dpre, x2d, transposed_out), dpre.mm(w_ih).view(x.sizes()), dpre.sum(0)};
+    Tensor dx;
+    if (input_grad && brgemm_path(dpre)) {
+        // dpre w_ih, with w_ih [G*H, I] itself as the row-major right operand.
+        dx = at::empty(x.sizes(), dpre.options());
+        product(all_rows(dx), all_rows(dpre), w_ih.contiguous(), false);
+    } else if (input_grad) {
+        dx = dpre.mm(w_ih).view(x.sizes());
+    }
+    WeightGrad g = weight_grad(dpre, x2d, transposed_out, bias);
+    return {g.weight, dx, g.bias};
 }
 
 Tensor initial_grad(const OptTensor& g, const Tensor& like) {
@@ -410,90 +457,83 @@ BackwardResult backward(const Cell& cell, const OptTensor& grad_y, const OptTens
     const bool wt = options.transposed_weight_grads;
     const Tensor dpre = b.dpre.view({T * B, G * H}), dpre_h = b.dpre_h.view({T * B, G * H});
     BackwardResult r;
-    std::tie(r.dw_ih, r.dx, r.db_ih) = input_grads<Device>(dpre, x, w_ih, wt);
-    r.dw_hh = recurrent_weight_grad(dpre_h, h0, y, wt);
-    r.db_hh = Cell::separate_recurrent ? dpre_h.sum(0) : r.db_ih;
+    // The recurrent product brings the recurrent side's bias gradient, which for a cell that adds
+    // both biases to the same pre-activations is also the input side's.
+    std::tie(r.dw_ih, r.dx, r.db_ih) =
+        input_grads<Device>(dpre, x, w_ih, wt, options.input_grad, Cell::separate_recurrent);
+    std::tie(r.dw_hh, r.db_hh) = [&] {
+        WeightGrad g = recurrent_weight_grad(dpre_h, h0, y, wt);
+        return std::pair{g.weight, g.bias};
+    }();
+    if (!Cell::separate_recurrent) r.db_ih = r.db_hh;
     if (initial) r.dh0 = b.dh, r.dc0 = b.dc;
     return r;
 }
 
 }  // namespace
 
+int64_t gates_of(Cell cell) { return cell == Cell::Lstm ? 4 : cell == Cell::Gru ? 3 : 1; }
+int64_t states_of(Cell cell) { return cell == Cell::Lstm ? 2 : 1; }
+int64_t saved_of(Cell cell) { return cell == Cell::Lstm ? 2 : cell == Cell::Gru ? 1 : 0; }
+
 template <class Device>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
-    const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& b_ih, const OptTensor& b_hh) {
-    const auto f = forward<Device>(LstmCell{}, x, h0, c0, w_ih, w_hh, b_ih, b_hh);
-    const int64_t T = f.T;
-    return {f.y, f.y[T - 1].clone(), f.saved[T - 1].clone(), f.pre, f.saved};
+LayerForward layer_forward(Cell cell, const Tensor& x, const std::vector<Tensor>& state0, const Tensor& w_ih,
+                           const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh) {
+    const auto run = [&](const auto& traits) {
+        const Tensor c0 = cell == Cell::Lstm ? state0[1] : Tensor();
+        return forward<Device>(traits, x, state0[0], c0, w_ih, w_hh, b_ih, b_hh);
+    };
+    LayerForward out;
+    if (cell == Cell::Lstm) {
+        const auto f = run(LstmCell{});
+        out.y = f.y, out.saved = {f.pre, f.saved};
+        out.final = {f.y[f.T - 1].clone(), f.saved[f.T - 1].clone()};
+    } else if (cell == Cell::Gru) {
+        const auto f = run(GruCell{});
+        out.y = f.y, out.saved = {f.saved}, out.final = {f.y[f.T - 1].clone()};
+    } else {
+        const auto f = run(RnnCell{cell == Cell::RnnRelu});
+        out.y = f.y, out.final = {f.y[f.T - 1].clone()};
+    }
+    return out;
 }
 
 template <class Device>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
-    const OptTensor& grad_y, const OptTensor& grad_hT, const OptTensor& grad_cT, const Tensor& x,
-    const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& y,
-    const Tensor& gates, const Tensor& cs, const BackwardOptions& options) {
-    auto r = backward<Device>(LstmCell{}, grad_y, grad_hT, grad_cT, x, h0, c0, w_ih, w_hh, y, gates, cs, options);
-    return {r.dx, r.dh0, r.dc0, r.dw_ih, r.dw_hh, r.db_ih};
+LayerGrads layer_backward(Cell cell, const OptTensor& grad_y, const std::vector<OptTensor>& grad_final,
+                          const Tensor& x, const std::vector<Tensor>& state0, const Tensor& w_ih,
+                          const Tensor& w_hh, const Tensor& y, const std::vector<Tensor>& saved,
+                          const BackwardOptions& options) {
+    const OptTensor no_grad;
+    const OptTensor& grad_hT = grad_final.empty() ? no_grad : grad_final[0];
+    BackwardResult r;
+    if (cell == Cell::Lstm) {
+        r = backward<Device>(LstmCell{}, grad_y, grad_hT, grad_final.size() > 1 ? grad_final[1] : no_grad, x,
+                             state0[0], state0[1], w_ih, w_hh, y, saved[0], saved[1], options);
+    } else if (cell == Cell::Gru) {
+        r = backward<Device>(GruCell{}, grad_y, grad_hT, no_grad, x, state0[0], Tensor(), w_ih, w_hh, y, Tensor(),
+                             saved[0], options);
+    } else {
+        r = backward<Device>(RnnCell{cell == Cell::RnnRelu}, grad_y, grad_hT, no_grad, x, state0[0], Tensor(), w_ih,
+                             w_hh, y, Tensor(), Tensor(), options);
+    }
+    LayerGrads g{r.dx, {}, r.dw_ih, r.dw_hh, r.db_ih, r.db_hh};
+    if (options.initial_state_grad) {
+        g.dstate = cell == Cell::Lstm ? std::vector<Tensor>{r.dh0, r.dc0} : std::vector<Tensor>{r.dh0};
+    }
+    return g;
 }
 
-template <class Device>
-std::tuple<Tensor, Tensor, Tensor> gru_forward(
-    const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& b_ih, const OptTensor& b_hh) {
-    const auto f = forward<Device>(GruCell{}, x, h0, Tensor(), w_ih, w_hh, b_ih, b_hh);
-    return {f.y, f.y[f.T - 1].clone(), f.saved};
-}
-
-template <class Device>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
-    const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
-    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, const Tensor& save,
-    const BackwardOptions& options) {
-    auto r = backward<Device>(GruCell{}, grad_y, grad_hT, std::nullopt, x, h0, Tensor(), w_ih, w_hh, y,
-                              Tensor(), save, options);
-    return {r.dx, r.dh0, r.dw_ih, r.dw_hh, r.db_ih, r.db_hh};
-}
-
-template <class Device>
-std::tuple<Tensor, Tensor> rnn_forward(
-    const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& b_ih, const OptTensor& b_hh, bool relu) {
-    const auto f = forward<Device>(RnnCell{relu}, x, h0, Tensor(), w_ih, w_hh, b_ih, b_hh);
-    return {f.y, f.y[f.T - 1].clone()};
-}
-
-template <class Device>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
-    const OptTensor& grad_y, const OptTensor& grad_hT, const Tensor& x, const Tensor& h0,
-    const Tensor& w_ih, const Tensor& w_hh, const Tensor& y, bool relu, const BackwardOptions& options) {
-    auto r = backward<Device>(RnnCell{relu}, grad_y, grad_hT, std::nullopt, x, h0, Tensor(), w_ih, w_hh, y,
-                              Tensor(), Tensor(), options);
-    return {r.dx, r.dh0, r.dw_ih, r.dw_hh, r.db_ih};
-}
-
-#define CHARLSTM_INSTANTIATE(D)                                                                          \
-    template std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward<D>(                         \
-        const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptTensor&,     \
-        const OptTensor&);                                                                               \
-    template std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward<D>(                \
-        const OptTensor&, const OptTensor&, const OptTensor&, const Tensor&, const Tensor&, const Tensor&, \
-        const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const BackwardOptions&); \
-    template std::tuple<Tensor, Tensor, Tensor> gru_forward<D>(                                          \
-        const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&); \
-    template std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward<D>(                 \
-        const OptTensor&, const OptTensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,  \
-        const Tensor&, const Tensor&, const BackwardOptions&);                                           \
-    template std::tuple<Tensor, Tensor> rnn_forward<D>(                                                  \
-        const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,  \
-        bool);                                                                                           \
-    template std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward<D>(                         \
-        const OptTensor&, const OptTensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,  \
-        const Tensor&, bool, const BackwardOptions&);
-CHARLSTM_INSTANTIATE(Cpu)
+template LayerForward layer_forward<Cpu>(Cell, const Tensor&, const std::vector<Tensor>&, const Tensor&,
+                                         const Tensor&, const OptTensor&, const OptTensor&);
+template LayerGrads layer_backward<Cpu>(Cell, const OptTensor&, const std::vector<OptTensor>&, const Tensor&,
+                                        const std::vector<Tensor>&, const Tensor&, const Tensor&, const Tensor&,
+                                        const std::vector<Tensor>&, const BackwardOptions&);
 #ifdef CHARLSTM_WITH_CUDA
-CHARLSTM_INSTANTIATE(Cuda)
+template LayerForward layer_forward<Cuda>(Cell, const Tensor&, const std::vector<Tensor>&, const Tensor&,
+                                          const Tensor&, const OptTensor&, const OptTensor&);
+template LayerGrads layer_backward<Cuda>(Cell, const OptTensor&, const std::vector<OptTensor>&, const Tensor&,
+                                         const std::vector<Tensor>&, const Tensor&, const Tensor&, const Tensor&,
+                                         const std::vector<Tensor>&, const BackwardOptions&);
 #endif
-#undef CHARLSTM_INSTANTIATE
 
 }  // namespace charlstm

@@ -154,7 +154,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_s
     // contiguous() first: reshape() of a strided window (every other column of a larger batch) is
     // a strided view, and the CPU loss reads the targets densely.
     const at::Tensor targets = window.narrow(0, 1, T).contiguous().view({N, 1});
-    const bool relu = cell == Cell::RnnRelu;
 
     // The weights are the master copy. With a narrower compute dtype (the AMP way) the recurrence
     // and the classifier run on copies in that dtype, the loss and everything after the gradients
@@ -166,22 +165,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_s
     };
     const at::Tensor cw_ih = low(w_ih), cw_hh = low(w_hh), cw_out = low(w_out), cb_out = low(b_out);
     const std::optional<at::Tensor> bi = low_opt(b_ih), bh = low_opt(b_hh);
-    const at::Tensor h0 = low(state[0]);
+    std::vector<at::Tensor> state0;
+    for (const at::Tensor& t : state) state0.push_back(low(t));
 
     // Forward through the recurrence, keeping what its backward needs.
-    at::Tensor y, c0, gates, cs, save;
+    const LayerForward f = layer_forward<Device>(cell, inputs, state0, cw_ih, cw_hh, bi, bh);
+    const at::Tensor& y = f.y;
     std::vector<at::Tensor> next;
-    if (cell == Cell::Lstm) {
-        c0 = low(state[1]);
-        auto [y_, hT, cT, gates_, cs_] = lstm_forward<Device>(inputs, h0, c0, cw_ih, cw_hh, bi, bh);
-        y = y_, gates = gates_, cs = cs_, next = {hT.to(master), cT.to(master)};
-    } else if (cell == Cell::Gru) {
-        auto [y_, hT, save_] = gru_forward<Device>(inputs, h0, cw_ih, cw_hh, bi, bh);
-        y = y_, save = save_, next = {hT.to(master)};
-    } else {
-        auto [y_, hT] = rnn_forward<Device>(inputs, h0, cw_ih, cw_hh, bi, bh, relu);
-        y = y_, next = {hT.to(master)};
-    }
+    for (const at::Tensor& t : f.final) next.push_back(t.to(master));
     const int64_t H = y.size(2);
     const at::Tensor y2d = y.view({N, H});
 
@@ -195,28 +186,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lm_sgd_s
 
     // Backward through the recurrence: every weight that moves, with its gradient. The state's
     // gradient is not needed, and the weight gradients stay as the products made them.
-    const BackwardOptions options{/*initial_state_grad=*/false, /*transposed_weight_grads=*/true};
-    std::vector<Move> moves;
-    if (cell == Cell::Gru) {
-        auto [dx, dh0, dw_ih, dw_hh, db_ih, db_hh] =
-            gru_backward<Device>(dy, std::nullopt, inputs, h0, cw_ih, cw_hh, y, save, options);
-        moves = {{w_ih, dw_ih, true}, {w_hh, dw_hh, true}};
-        if (bi) moves.push_back({*b_ih, db_ih, false});
-        if (bh) moves.push_back({*b_hh, db_hh, false});
-    } else {
-        at::Tensor dw_ih, dw_hh, db;
-        if (cell == Cell::Lstm) {
-            std::tie(std::ignore, std::ignore, std::ignore, dw_ih, dw_hh, db) = lstm_backward<Device>(
-                dy, std::nullopt, std::nullopt, inputs, h0, c0, cw_ih, cw_hh, y, gates, cs, options);
-        } else {
-            std::tie(std::ignore, std::ignore, dw_ih, dw_hh, db) =
-                rnn_backward<Device>(dy, std::nullopt, inputs, h0, cw_ih, cw_hh, y, relu, options);
-        }
-        moves = {{w_ih, dw_ih, true}, {w_hh, dw_hh, true}};
-        // Both biases feed the same pre-activations, so both get the same gradient.
-        if (bi) moves.push_back({*b_ih, db, false});
-        if (bh) moves.push_back({*b_hh, db, false});
-    }
+    BackwardOptions options;
+    options.initial_state_grad = false;
+    options.transposed_weight_grads = true;
+    const LayerGrads g =
+        layer_backward<Device>(cell, dy, {}, inputs, state0, cw_ih, cw_hh, y, f.saved, options);
+    std::vector<Move> moves = {{w_ih, g.dw_ih, true}, {w_hh, g.dw_hh, true}};
+    // The LSTM's and RNN's biases feed the same pre-activations and share one gradient.
+    if (bi) moves.push_back({*b_ih, g.db_ih, false});
+    if (bh) moves.push_back({*b_hh, g.db_hh, false});
     moves.push_back({w_out, dw_out_t, true});
     moves.push_back({b_out, db_out, false});
 

@@ -14,9 +14,9 @@
 #include <tuple>
 #include <vector>
 
-namespace charlstm {
+#include "sequence.h"
 
-enum class Cell { Lstm, Gru, RnnTanh, RnnRelu };
+namespace charlstm {
 
 // window: int64 [T + 1, B]; step t reads window[t] and predicts window[t + 1].
 // state: {h, c} for the LSTM, {h} otherwise, each [B, H]. w_out [H, V], b_out [V]:

@@ -203,3 +203,54 @@ def fused_step(cell, window, state, weights, lr, clip):
     return loss, norm, logits, w, new_state
 
 
+
+
+# A language model wired by hand: unit 3 of its LSTM switches on inside quotes.
+
+QUOTE_UNIT = 3
+
+
+def quote_text(chars: int = 3000, seed: int = 0) -> str:
+    """Words, some in double quotes, separated by spaces, full stops and newlines."""
+    rng = random.Random(seed)
+    vocabulary = "a bb cad ebf gh hag fed".split()
+    parts, length = [], 0
+    while length < chars:
+        phrase = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(1, 6)))
+        parts += [f'"{phrase}"' if rng.random() < 0.5 else phrase, rng.choice([" ", ". ", "\n"])]
+        length += len(parts[-2]) + len(parts[-1])
+    return "".join(parts)
+
+
+def write_quote_model(folder, hidden: int = 8, seed: int = 0):
+    """An lstm-seq checkpoint over quote_text's chars whose unit QUOTE_UNIT flips its cell state
+    at every '"': the forget gate opens and the input gate writes -sign(h) there, and nowhere
+    else, so c is near +1 inside quotes and near -1 (0 before the first quote) outside. Its
+    other units have random weights and never read unit QUOTE_UNIT. Returns the model."""
+    from charlstm import checkpoint
+    from charlstm.models import build_model
+
+    vocab = sorted(set(quote_text()))
+    V, H, q, u = len(vocab), hidden, vocab.index('"'), QUOTE_UNIT
+    torch.manual_seed(seed)
+    model = build_model("lstm-seq", V, embedding=V, hidden=H)
+    rnn = model.rnn
+    with torch.no_grad():
+        model.embed.weight.copy_(torch.eye(V))  # each char's embedding is its one-hot vector
+        for weight in (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0):
+            weight.normal_(0, 0.5)
+        rnn.bias_hh_l0.zero_()
+        rnn.weight_hh_l0[:, u] = 0
+        i, f, g, o = (u + k * H for k in range(4))  # unit u's row in each gate (i f g o)
+        for row in (i, f, g, o):
+            rnn.weight_ih_l0[row] = 0
+            rnn.weight_hh_l0[row] = 0
+            rnn.bias_ih_l0[row] = 0
+        rnn.weight_ih_l0[i, q], rnn.bias_ih_l0[i] = 20.0, -10.0  # write only at a quote
+        rnn.weight_ih_l0[f, q], rnn.bias_ih_l0[f] = -20.0, 10.0  # forget only at a quote
+        rnn.weight_hh_l0[g, u], rnn.bias_ih_l0[g] = -10.0, 2.0   # write -sign(h), +1 at first
+        rnn.bias_ih_l0[o] = 10.0
+    config = {"embedding": V, "hidden": H}
+    checkpoint.save(folder, checkpoint.describe("speech", "lstm-seq", config, "".join(vocab), {}),
+                    model.state_dict())
+    return model.eval()

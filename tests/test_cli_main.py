@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from charlstm_cli.main import app
 
-COMMANDS = ["info", "bench", "train", "speech", "sample", "calc", "calc study", "sweep",
-            "sweep run", "sweep report"]
+COMMANDS = ["info", "bench", "train", "speech", "sample", "explain", "calc", "calc study",
+            "sweep", "sweep run", "sweep report"]
 
 HELP_WITHOUT_TORCH = """
 import sys
@@ -39,6 +39,7 @@ def test_help_imports_no_torch(command):
     (["speech"], "missing option '--corpus'; see `charlstm speech --help`"),
     (["speech", "--corpus", "speeches/", "--model", "gpt"], "--model must be one of"),
     (["sample", "--temperature", "nan"], "--temperature must be a number"),
+    (["explain", "--max-chars", "0"], "--max-chars must be at least 1"),
     (["calc", "--task", "div"], "--task must be one of"),
     (["calc", "study", "--hidden", "x"], "--hidden takes whole numbers"),
     (["sweep", "--nodes", "2,,4"], "--nodes: empty value"),

@@ -86,6 +86,27 @@ def test_dropout_between_layers_only_in_training():
     assert not torch.allclose(a, b)
 
 
+@pytest.mark.parametrize("kind", list(PAIRS))
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_dropout_draws_as_torch_nn(kind, backend, dtype):
+    """Training with dropout between layers: from the same seed, the same masks as torch.nn's CPU
+    modules, so the outputs and every gradient agree."""
+    ours_cls, theirs_cls, kw = PAIRS[kind]
+    theirs = theirs_cls(5, 7, 3, dropout=0.4, **kw).to(dtype)
+    ours = ours_cls(5, 7, 3, dropout=0.4, backend=backend, **kw).to(dtype)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(6, 4, 5, dtype=dtype, requires_grad=True)
+    h = torch.randn(3, 4, 7, dtype=dtype, requires_grad=True)
+    tol = dict(rtol=1e-9, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    results = []
+    for m in (ours, theirs):
+        torch.manual_seed(3)
+        y, _ = m(x, (h, h * 0.5) if kind == "lstm" else h)
+        results.append((y, torch.autograd.grad(y.square().sum(), [x, h, *m.parameters()])))
+    assert_tree_close(results[0], results[1], **tol)
+
+
 @pytest.mark.parametrize("kind", list(CELLS))
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cells_match_torch_cells(kind, backend, device):

@@ -122,6 +122,39 @@ def test_sequence_forward_and_gradients_match_reference_and_torch(cell, shape, b
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
+@pytest.mark.parametrize("ids", [False, True])
+def test_states_are_the_references_and_give_back_the_outputs(cell, shape, ids, device):
+    """lstm_states / gru_states: the fused op's saved cell states and gates equal the reference's,
+    their y is the op's own, and the gates rebuild every step (LSTM c = f c' + i g, h = o tanh c;
+    GRU h = (1 - z) n + z h')."""
+    x, states, weights = make(cell, *shape, device=device, ids=ids, requires_grad=False)
+    fused = getattr(ops, f"{cell}_states")(x, *states, *weights)
+    expected = getattr(reference, f"{cell}_states")(x, *states, *weights)
+    for a, b in zip(fused, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    y, _ = run(seq_fn(ops, cell), x, states, weights)
+    torch.testing.assert_close(fused[0], y, rtol=0, atol=0)
+    previous = torch.cat([states[0][None], y[:-1]])
+    if cell == "lstm":
+        _, cs, gates = fused
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c_before = torch.cat([states[1][None], cs[:-1]])
+        torch.testing.assert_close(f * c_before + i * g, cs, rtol=0, atol=1e-12)
+        torch.testing.assert_close(o * torch.tanh(cs), y, rtol=0, atol=1e-12)
+    else:
+        r, z, n = fused[1].chunk(3, dim=-1)
+        torch.testing.assert_close((1 - z) * n + z * previous, y, rtol=0, atol=1e-12)
+        assert ((r > 0) & (r < 1)).all()
+
+
+def test_states_carry_no_gradient():
+    x, states, weights = make("lstm", 4, 2, 3, 5)
+    y, cs, gates = ops.lstm_states(x, *states, *weights)
+    assert y.requires_grad and not cs.requires_grad and not gates.requires_grad
+
+
 @pytest.mark.parametrize("cell", list(GATES))
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 5, 27, 33), (1, 3, 4, 257)], ids=str)
 def test_cell_ops_match_reference_and_torch_cells(cell, shape, device):
@@ -444,3 +477,182 @@ def test_every_cpu_build_of_the_pointwise_loops_matches_the_reference(build):
     for cell, pairs in report["errors"].items():
         for k, (fused_err, ref_err, size) in enumerate(pairs):
             assert fused_err <= 2 * ref_err + 1e-6 * max(1.0, size), (cell, k, fused_err, ref_err, size)
+
+
+# ---- every layer of a module in one call: charlstm.ops.layers ----
+
+def make_layers(cell, L, T, B, I, H, dtype=torch.float64, bias=True, ids=False):
+    """Random torch.nn-layout weights of an L-layer module (its _flat_weights), input and hx."""
+    G = GATES[cell]
+    weights = []
+    for layer in range(L):
+        fan_in = I if layer == 0 else H
+        weights += [(torch.rand(G * H, fan_in, dtype=dtype) * 2 - 1) * H ** -0.5,
+                    (torch.rand(G * H, H, dtype=dtype) * 2 - 1) * H ** -0.5]
+        if bias:
+            weights += [(torch.rand(G * H, dtype=dtype) * 2 - 1) * 0.3 for _ in range(2)]
+    x = torch.randint(0, I, (T, B)) if ids else torch.randn(T, B, I, dtype=dtype)
+    hx = [torch.randn(L, B, H, dtype=dtype) * 0.5 for _ in range(2 if cell == "lstm" else 1)]
+    for t in [x, *hx, *weights]:
+        if t.is_floating_point():
+            t.requires_grad_()
+    return x, hx, weights
+
+
+def layers_grads(lib, cell, x, hx, weights, bias=True, dropout=0.0, seed=None):
+    if seed is not None:
+        torch.manual_seed(seed)
+    y, hy = lib.layers(x, hx, weights, cell=cell, bias=bias, dropout=dropout)
+    leaves = [t for t in [x, *hx, *weights] if t.requires_grad]
+    return [y, *hy], torch.autograd.grad(loss_of(y, hy), leaves)
+
+
+# (L, T, B, I, H): B = 1, T >= 200, H = 1024, uneven sizes; each takes another path somewhere
+# (batch slices per thread, per-step products, one-row products).
+LAYER_SHAPES = [(2, 4, 3, 5, 7), (3, 3, 1, 27, 33), (2, 201, 2, 3, 5), (1, 2, 2, 3, 1024), (2, 5, 40, 9, 16)]
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("shape", LAYER_SHAPES, ids=lambda s: "L{}T{}B{}I{}H{}".format(*s))
+@pytest.mark.parametrize("bias", [True, False])
+def test_layers_match_reference_and_torch_nn(cell, shape, bias):
+    L, T, B, I, H = shape
+    x, hx, weights = make_layers(cell, *shape, bias=bias)
+    fused_out, fused_grads = layers_grads(ops, cell, x, hx, weights, bias)
+    ref_out, ref_grads = layers_grads(reference, cell, x, hx, weights, bias)
+    m = TORCH_MODULES[cell](I, H, L, bias=bias, **kwargs_of(cell)).double()
+    with torch.no_grad():
+        for p, w in zip(m._flat_weights, weights):
+            p.copy_(w)
+    y, final = m(x, tuple(hx) if cell == "lstm" else hx[0])
+    torch_out = [y, *(final if isinstance(final, tuple) else (final,))]
+    for a, b, c in zip(fused_out, ref_out, torch_out):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-10)
+    assert len(fused_grads) == 1 + len(hx) + len(weights)
+    for a, b in zip(fused_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+def test_layers_token_ids_equal_one_hot(cell):
+    x, hx, weights = make_layers(cell, 2, 6, 4, 27, 9, ids=True)
+    out_ids, g_ids = layers_grads(ops, cell, x, hx, weights)
+    out_hot, g_hot = layers_grads(ops, cell, F.one_hot(x, 27).double(), hx, weights)
+    for a, b in zip(out_ids, out_hot):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert len(g_ids) == len(g_hot)  # neither input is a leaf that needs a gradient
+    for a, b in zip(g_ids, g_hot):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+def test_layers_dropout_draws_as_the_reference(cell):
+    """Same seed, same draws: the masks between layers are F.dropout's, lower layers first."""
+    x, hx, weights = make_layers(cell, 3, 5, 4, 6, 8)
+    fused_out, fused_grads = layers_grads(ops, cell, x, hx, weights, dropout=0.4, seed=7)
+    ref_out, ref_grads = layers_grads(reference, cell, x, hx, weights, dropout=0.4, seed=7)
+    for a, b in zip([*fused_out, *fused_grads], [*ref_out, *ref_grads]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    other_out, _ = layers_grads(ops, cell, x, hx, weights, dropout=0.4, seed=8)
+    assert not torch.allclose(other_out[0], fused_out[0])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("ids", [False, True])
+def test_layers_gradcheck_float64(cell, ids):
+    x, hx, weights = make_layers(cell, 2, 3, 2, 4, 3, ids=ids)
+
+    def fn(x, *rest):
+        y, hy = ops.layers(x, rest[:len(hx)], rest[len(hx):], cell=cell)
+        return (y, *hy)
+    assert torch.autograd.gradcheck(fn, (x, *hx, *weights))
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("shape", [(2, 10, 64, 27, 64), (2, 30, 8, 27, 33)], ids=str)
+def test_layers_float32_error_within_twice_the_references(cell, shape):
+    x, hx, weights = make_layers(cell, *shape)
+    out64, g64 = layers_grads(reference, cell, x, hx, weights)
+    low = [t.detach().float().requires_grad_() for t in [x, *hx, *weights]]
+    x32, hx32, w32 = low[0], low[1:1 + len(hx)], low[1 + len(hx):]
+    out_f, g_f = layers_grads(ops, cell, x32, hx32, w32)
+    out_r, g_r = layers_grads(reference, cell, x32, hx32, w32)
+    for f, r, exact in zip([*out_f, *g_f], [*out_r, *g_r], [*out64, *g64]):
+        assert error(f, exact) <= 2 * error(r, exact) + 1e-6
+
+
+def test_layers_skip_the_gradients_nobody_needs():
+    """Without requires_grad on x and hx the op computes neither dx nor dhx; the weights' gradients
+    are those of the full computation."""
+    x, hx, weights = make_layers("lstm", 2, 4, 3, 5, 6)
+    _, full = layers_grads(ops, "lstm", x, hx, weights)
+    x0, hx0 = x.detach(), [h.detach() for h in hx]
+    y, hy = ops.layers(x0, hx0, weights, cell="lstm")
+    part = torch.autograd.grad(loss_of(y, hy), weights)
+    for a, b in zip(part, full[1 + len(hx):]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_layers_opcheck(dropout):
+    x, hx, weights = make_layers("gru", 2, 3, 2, 5, 4)
+    # With dropout the aot test would compare two different random draws.
+    tests = ("test_schema", "test_autograd_registration", "test_faketensor") + \
+        (("test_aot_dispatch_dynamic",) if dropout == 0 else ())
+    torch.library.opcheck(torch.ops.charlstm.layers_forward.default, (x, hx, weights, "gru", True, dropout),
+                          test_utils=tests)
+    ids, _, _ = make_layers("gru", 2, 3, 2, 5, 4, ids=True)
+    no_bias = [w for k, w in enumerate(weights) if k % 4 < 2]
+    torch.library.opcheck(torch.ops.charlstm.layers_forward.default, (ids, hx, no_bias, "gru", False, dropout),
+                          test_utils=tests)
+
+
+def test_layers_torch_compile_matches_eager():
+    x, hx, weights = make_layers("lstm", 2, 5, 3, 27, 8, ids=True)
+
+    def step(x, h, c, *w):
+        y, (hT, cT) = ops.layers(x, (h, c), w, cell="lstm")
+        return y.tanh().sum() + hT.sum() + cT.sum()
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    eager_loss, compiled_loss = step(x, *hx, *weights), compiled(x, *hx, *weights)
+    torch.testing.assert_close(compiled_loss, eager_loss)
+    for a, b in zip(torch.autograd.grad(compiled_loss, weights), torch.autograd.grad(eager_loss, weights)):
+        torch.testing.assert_close(a, b)
+
+
+def test_layers_double_backward_raises():
+    x, hx, weights = make_layers("lstm", 2, 3, 2, 3, 3)
+    y, _ = ops.layers(x, hx, weights, cell="lstm")
+    (gx,) = torch.autograd.grad(y.sum(), [x], create_graph=True)
+    with pytest.raises(RuntimeError, match="first derivatives only; for higher derivatives use charlstm.reference"):
+        torch.autograd.grad(gx.sum(), [weights[0]])
+
+
+BAD_LAYERS = {
+    "weight count": (lambda a: a.update(weights=a["weights"][:3]), r"weights must hold 4 tensors per layer"),
+    "layer input": (lambda a: a["weights"].__setitem__(4, torch.randn(16, 3)),
+                    r"layer 1's w_ih must take the 4 outputs of the layer below"),
+    "hx layers": (lambda a: a.update(hx=[h[:1] for h in a["hx"]]), r"hx must have shape \[2, 2, 4\]"),
+    "hx count": (lambda a: a.update(hx=a["hx"][:1]), r"hx must hold 2 state tensor\(s\) \(h0, c0\)"),
+    "dropout": (lambda a: a.update(dropout=1.5), r"dropout must lie in \[0, 1\], got 1.5"),
+    "x size": (lambda a: a.update(x=torch.randn(3, 2, 6)), r"input_size = 5"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LAYERS))
+def test_bad_layers_inputs_raise_clear_errors(case):
+    x, hx, weights = make_layers("lstm", 2, 3, 2, 5, 4, dtype=torch.float32)
+    args = {"x": x.detach(), "hx": [h.detach() for h in hx], "weights": [w.detach() for w in weights],
+            "dropout": 0.0}
+    mutate, message = BAD_LAYERS[case]
+    mutate(args)
+    with pytest.raises(RuntimeError, match=message):
+        ops.layers(args["x"], args["hx"], args["weights"], cell="lstm", dropout=args["dropout"])
+
+
+def test_layers_bad_cell_name():
+    x, hx, weights = make_layers("lstm", 1, 2, 2, 3, 4)
+    with pytest.raises(ValueError, match="cell must be one of lstm, gru, rnn_tanh, rnn_relu"):
+        ops.layers(x, hx, weights, cell="elman")

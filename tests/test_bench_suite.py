@@ -1,0 +1,121 @@
+"""The general benchmark suite: its grid, its FLOP count, a tiny run, and the CLI's errors.
+
+Timings are never asserted; these check that a run times both backends on the same model and
+reports what it measured consistently.
+"""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from charlstm import bench_suite as suite
+from charlstm_cli.main import app
+
+
+def test_the_grids_are_the_documented_ones():
+    lstm = suite.grid_cells(["lstm"])
+    assert len(lstm) == 4 * 5 * 4 * 2 * 2
+    assert {c.batch for c in lstm} == {1, 16, 64, 128} and {c.hidden for c in lstm} == {64, 128, 256, 512, 1024}
+    assert {c.steps for c in lstm} == {10, 50, 100, 200} and {c.input for c in lstm} == {"float", "ids"}
+    assert {c.kind for c in suite.grid_cells(["gru", "rnn"])} == {"gru", "rnn"}
+
+
+def test_product_flops_by_hand():
+    # LSTM, one layer, float input: 3 products each of [N, 64] x [64, 4H] and [N, H] x [H, 4H],
+    # plus the classifier's three [N, H] x [H, 64].
+    N, H = 10 * 2, 8
+    cell = suite.Cell("lstm", 2, H, 10, 1, "float")
+    assert suite.product_flops(cell) == 6 * N * (64 * 4 * H + H * 4 * H + H * 64)
+    # Token ids drop the input products; a second layer reads H inputs.
+    ids = suite.Cell("gru", 2, H, 10, 2, "ids")
+    assert suite.product_flops(ids) == 6 * N * (H * 3 * H + 2 * H * 3 * H + H * 64)
+
+
+def test_both_backends_train_the_same_model():
+    cell = suite.Cell("lstm", 3, 8, 4, 2, "float")
+    theirs = suite.Trainer(cell, "torch", "cpu")
+    ours = suite.Trainer(cell, "charlstm", "cpu", state=theirs.model.state_dict())
+    for _ in range(3):
+        torch.testing.assert_close(ours(), theirs(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_tiny_run_reports_every_cell_with_ratio_and_floors():
+    cells = [suite.Cell("lstm", 2, 8, 3, 1, "ids"), suite.Cell("gru", 1, 4, 2, 2, "float")]
+    logged = []
+    result = suite.run_suite(("lstm", "gru"), "cpu", budget_s=0.01, cells=cells, memory=False, log=logged.append)
+    assert len(result["rows"]) == len(logged) == 2
+    for row in result["rows"]:
+        assert row["ratio"] == pytest.approx(row["torch_ms"] / row["charlstm_ms"])
+        assert row["rounds"] >= 5
+        assert row["floor_mm_ms"] == pytest.approx(row["gflop"] * 1e3 / result["peaks"]["torch_mm_gflops"])
+    assert result["summary"]["lstm"]["cells"] == 1 and result["summary"]["gru"]["cells"] == 1
+    json.dumps(result)
+    table = suite.format_table(result)
+    assert "| lstm | ids | 2 | 8 | 3 | 1 |" in table and "| gru | float | 1 | 4 | 2 | 2 |" in table
+
+
+def test_step_peak_memory_runs_each_backend_in_its_own_process():
+    memory = suite.step_peak_memory(suite.Cell("lstm", 4, 8, 5, 1, "float"), threads=1)
+    assert set(memory) == {"torch", "charlstm"} and all(kib >= 0 for kib in memory.values())
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--suite", "fast"], "unknown suite 'fast'"),
+    (["--suite", "general", "--cells", "lstm,elman"], "unknown cell(s) ['elman']"),
+    (["--suite", "general", "--cells", "gru", "--hidden", "128"], "choose comma-separated sizes"),
+    (["--suite", "general", "--hidden", "64,x"], "--hidden '64,x'"),
+])
+def test_bench_suite_bad_options(args, message):
+    result = CliRunner().invoke(app, ["bench", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_hidden_slices_the_grid(monkeypatch):
+    ran = {}
+
+    def fake_run_suite(kinds, device, budget_s, cells=None, memory=True, log=None):
+        ran.update(cells=cells, memory=memory)
+        return {"rows": [], "summary": {}, "peaks": {}}
+
+    monkeypatch.setattr(suite, "run_suite", fake_run_suite)
+    monkeypatch.setattr(suite, "format_table", lambda result: "")
+    result = suite.general_suite("lstm,gru", hidden="64,1024")
+    assert {c.hidden for c in ran["cells"]} == {64, 1024}
+    assert {c.kind for c in ran["cells"]} == {"lstm", "gru"}
+    assert len(ran["cells"]) == 2 * 4 * 4 * 2 * 2 + 2 * 2 * 2 * 2 * 2
+    assert ran["memory"] is False and result["hidden"] == [64, 1024]
+    suite.general_suite("lstm", hidden="512")
+    assert ran["memory"] is True
+
+
+def test_combine_joins_slices_and_recomputes_the_summary():
+    def run(hidden, ratios, memory=False):
+        rows = [{"kind": "lstm", "batch": 1, "hidden": hidden, "steps": 10, "layers": 1, "input": "float",
+                 "ratio": r} for r in ratios]
+        r = {"suite": "general", "cells": ["lstm"], "peaks": {"torch_mm_gflops": 1.0}, "rows": rows,
+             "summary": suite.summarize(rows), "seconds": 2.0, "hidden": [hidden]}
+        if memory:
+            r["memory"] = {"torch_kib": 1, "charlstm_kib": 2}
+        return r
+
+    combined = suite.combine([run(64, [1.0, 2.0]), run(512, [0.5], memory=True)])
+    assert [r["hidden"] for r in combined["rows"]] == [64, 64, 512]
+    s = combined["summary"]["lstm"]
+    assert s["cells"] == 3 and s["min_ratio"] == 0.5 and s["median_ratio"] == 1.0 and s["below_1"] == 1
+    assert s["below_1_5_hidden_le_128"] == 1
+    assert combined["seconds"] == 4.0 and combined["memory"]["charlstm_kib"] == 2
+    assert [r["hidden"] for r in combined["runs"]] == [[64], [512]]
+
+
+def test_the_table_of_a_slice_without_small_cells_has_its_summary():
+    row = {"kind": "lstm", "batch": 1, "hidden": 256, "steps": 10, "layers": 1, "input": "ids",
+           "floor_mm_ms": 1.0, "floor_onednn_ms": None, "torch_ms": 2.0, "charlstm_ms": 1.0, "ratio": 2.0}
+    result = {"device": "cpu", "threads": 2, "torch": "x", "machine": "m", "seconds": 1.0,
+              "peaks": {"torch_mm_gflops": 100.0, "onednn_gflops": None}, "rows": [row],
+              "summary": suite.summarize([row])}
+    table = suite.format_table(result)
+    assert "| lstm | ids | 1 | 256 | 10 | 1 | 2.00 | 1.00 | 2.00x | 1.00 | 50% | 100% |" in table
+    assert "lstm: 1 cells (0 skipped), ratio min 2.00x, median 2.00x, 0 below 1.0x\n" in table
