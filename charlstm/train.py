@@ -9,6 +9,7 @@ validation text as one sequence with batch 1, and scores each character's predic
 next, the last one predicting the first (the assignment's generator wraps).
 """
 
+import hashlib
 import math
 import time
 from dataclasses import asdict, fields, replace
@@ -126,19 +127,26 @@ def fused_step(model: UdacityLM, window: torch.Tensor, state, lr: float, clip: f
 
 
 @torch.no_grad()
-def validation_nll(model: UdacityLM, valid_ids: torch.Tensor) -> float:
-    """Mean negative log-likelihood (nats) of each validation character given the ones before it.
+def validation_losses(model: UdacityLM, valid_ids: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood (nats, float64) of each validation character given the ones before
+    it; their mean is the log of the validation perplexity.
 
     One sequence from a zero state with batch 1; character i predicts i + 1 and the last one
     predicts the first, as the assignment's BatchGenerator(valid_text, 1, 1) wraps around.
     """
     logits, _ = model(valid_ids.unsqueeze(1), model.initial_state(1))
-    return _mean_nll(logits.squeeze(1), torch.roll(valid_ids, -1))
+    return _nll(logits.squeeze(1), torch.roll(valid_ids, -1))
 
 
-def _mean_nll(logits: torch.Tensor, targets: torch.Tensor) -> float:
+def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     nll = -torch.log_softmax(logits.double(), dim=-1).gather(-1, targets.unsqueeze(-1))
-    return nll.clamp(max=MAX_NLL).mean().item()
+    return nll.clamp(max=MAX_NLL).squeeze(-1)
+
+
+def char_losses(losses: torch.Tensor) -> list[float]:
+    """Per-character losses as the result keeps them: a list, rounded to 1e-5 nats, which leaves
+    the mean and any resampling of it unchanged at the precision reported."""
+    return [round(x, 5) for x in losses.cpu().tolist()]
 
 
 def summary_sample(model: UdacityLM, seed: int) -> str:
@@ -199,9 +207,10 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
         model = UdacityLM(config.nodes, config.cell, config.backend, config.init).to(device, dtype)
     parameters = list(model.parameters())
     state = model.initial_state(config.batch_size)
-    step, mean_loss, reached, records = 0, 0.0, {}, []
+    step, mean_loss, reached, reached_losses, records = 0, 0.0, {}, {}, []
     if saved is not None:
-        step, mean_loss, reached, state, records = _restore(saved, config, model, batches)
+        step, mean_loss, reached, reached_losses, state, records = _restore(saved, config, model,
+                                                                            batches)
     first_step = step
     run.start(records)
     if run.path is not None:
@@ -211,11 +220,13 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
     def save():
         return run.save(description, model.state_dict(), {
             "step": step, "batches": batches.state_dict(), "state": [s.cpu() for s in state],
-            "mean_loss": mean_loss, "milestones": dict(reached), "rng": torch.get_rng_state()})
+            "mean_loss": mean_loss, "milestones": dict(reached),
+            "milestone_char_nll": dict(reached_losses), "rng": torch.get_rng_state()})
 
-    def valid_perplexity() -> tuple[float, float]:
-        nll = validation_nll(model, valid_ids)
-        return math.exp(nll), nll / math.log(2)
+    def validate() -> tuple[float, float, torch.Tensor]:
+        losses = validation_losses(model, valid_ids)
+        nll = losses.mean().item()
+        return math.exp(nll), nll / math.log(2), losses
 
     loop_started = time.perf_counter()
     with loop.Progress("training", config.steps, first_step, "loss {loss:.3f}  lr {lr:g}",
@@ -252,9 +263,9 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
             if step % config.summary_frequency == 0:
                 if step > 0:
                     mean_loss /= config.summary_frequency
-                ppl, bpc = valid_perplexity()
-                minibatch = math.exp(_mean_nll(logits.detach().reshape(-1, model.vocab_size),
-                                               window[1:].reshape(-1)))
+                ppl, bpc, _ = validate()
+                minibatch = math.exp(_nll(logits.detach().reshape(-1, model.vocab_size),
+                                          window[1:].reshape(-1)).mean().item())
                 record = {"step": step, "lr": lr, "loss": mean_loss,
                           "minibatch_perplexity": minibatch, "valid_perplexity": ppl,
                           "valid_bpc": bpc,
@@ -269,7 +280,9 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
                 run.log(record)
                 save()
             if step in milestones:
-                reached[step] = valid_perplexity()[0]
+                ppl, _, losses = validate()
+                reached[step] = ppl
+                reached_losses[step] = char_losses(losses)
                 if on_milestone is not None:
                     on_milestone(step, reached[step])
             if interrupted():
@@ -283,7 +296,7 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
         train_seconds = time.perf_counter() - loop_started
     save()
 
-    ppl, bpc = valid_perplexity()
+    ppl, bpc, losses = validate()
     trained = config.steps - first_step
     result = {
         "valid_perplexity": ppl,
@@ -296,8 +309,11 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
                               if trained else 0.0),
         "milestones": {k: reached[k] for k in milestones if k in reached},
         "out": str(run.path) if run.path is not None else None,
+        "valid_char_nll": char_losses(losses),
+        "milestone_char_nll": {k: reached_losses[k] for k in milestones if k in reached_losses},
         "parameters": sum(p.numel() for p in parameters),
         "data": {"source": corpus.source, "characters": len(ids),
+                 "sha1": hashlib.sha1(text).hexdigest(),
                  "normalization": normalization.to_dict() if normalization else None},
         "config": asdict(config),
     }
@@ -328,8 +344,8 @@ def _restore(saved: checkpoint.Checkpoint, config: TrainConfig, model, batches):
     if "rng" in training:
         torch.set_rng_state(training["rng"])
     state = tuple(s.to(model.w.device, model.w.dtype) for s in training["state"])
-    return (training["step"], training["mean_loss"], dict(training["milestones"]), state,
-            training.get("metrics", []))
+    return (training["step"], training["mean_loss"], dict(training["milestones"]),
+            dict(training.get("milestone_char_nll", {})), state, training.get("metrics", []))
 
 
 MEMORY_FIX = "lower --nodes, --batch-size or --unrollings"

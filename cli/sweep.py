@@ -27,7 +27,8 @@ def run(
     ctx: typer.Context,
     preset: Annotated[Optional[str], typer.Option(
         help="Run a named set of studies: `udacity` is the assignment's five (batch size, nodes, "
-             "unrollings, steps, nodes x unrollings).")] = None,
+             "unrollings, steps, nodes x unrollings) and the six single runs of the write-up it "
+             "reproduces.")] = None,
     scale: Annotated[float, typer.Option(
         help="Multiply the preset's training steps (0.1 for a quick look).")] = 1.0,
     repeats: Annotated[int, typer.Option(help="Seeds per grid point.")] = 1,

@@ -93,6 +93,41 @@ def fake_train(config, milestones=None, progress=True):
             "milestones": {m: fake_perplexity(config, m) for m in (milestones or [])}}
 
 
+def synthetic_trainer(mean_loss, seed_noise: float = 0.0, text_noise: float = 0.0,
+                      chars: int = 1000, data=None):
+    """A stand-in trainer whose per-character validation losses are known, for tests of what the
+    report concludes from them.
+
+    Character i of a run costs text[i] + mean_loss(config, steps) + text_noise * z[i] +
+    seed_noise * e: text is one fixed sequence (mean 1 nat) of easy and hard characters shared
+    by every run; z is drawn per point, so points differ character by character in a way no
+    seed reveals (what the validation text's bootstrap measures); e is drawn per point and seed
+    (what the seeds measure)."""
+    import numpy as np
+
+    text = np.random.default_rng(12345).gamma(2.0, 0.5, size=chars)
+    text += 1.0 - text.mean()  # a mean of exactly 1 nat: a run's perplexity is e^(1 + mean_loss)
+
+    def losses(config, steps):
+        point = [config.nodes, config.batch_size, config.unrollings, steps]
+        z = np.random.default_rng(point).standard_normal(chars)
+        e = np.random.default_rng(point + [config.seed, 1]).standard_normal()
+        return text + mean_loss(config, steps) + text_noise * z + seed_noise * e
+
+    def trainer(config, milestones=None, progress=True):
+        import math
+        final = losses(config, config.steps)
+        result = {"valid_perplexity": math.exp(final.mean()), "steps": config.steps,
+                  "valid_char_nll": final.tolist(),
+                  "milestones": {m: math.exp(losses(config, m).mean()) for m in milestones or []},
+                  "milestone_char_nll": {m: losses(config, m).tolist() for m in milestones or []}}
+        if data is not None:
+            result["data"] = data
+        return result
+
+    return trainer
+
+
 def calls_by_point(folder) -> dict:
     """How often fake_train ran each (nodes, unrollings, seed)."""
     counts = {}

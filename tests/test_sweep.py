@@ -61,24 +61,68 @@ def test_specs_parse_into_typed_values_and_fixed_parameters():
         sweep.make_grid({"nodes": [2, 4]}, repeats=0)
 
 
-def test_udacity_preset_is_the_five_studies_and_scale_multiplies_steps():
+def test_udacity_preset_is_the_five_studies_and_the_writeups_runs_and_scale_multiplies_steps():
     grids = sweep.preset("udacity")
     assert [g.name for g in grids] == ["udacity.batch_size", "udacity.nodes",
                                        "udacity.unrollings", "udacity.steps",
-                                       "udacity.nodes_x_unrollings"]
-    assert [len(sweep.units(g)) for g in grids] == [8, 8, 11, 1, 88]
+                                       "udacity.nodes_x_unrollings", "udacity.runs"]
+    assert [len(sweep.units(g)) for g in grids] == [8, 8, 11, 1, 88, 6]
     assert grids[0].swept["batch_size"][0] == 2 and grids[0].swept["batch_size"][-1] == 256
     assert grids[3].swept["steps"] == list(range(1001, 10002, 1000))
     assert sweep.units(grids[3])[0].milestones == tuple(range(1001, 10002, 1000))
     assert grids[4].fixed["steps"] == 3001
-    scaled = sweep.preset("udacity", scale=0.1, repeats=2)
+    runs = [u.params for u in sweep.units(grids[5])]
+    assert runs == [{"batch_size": 64, "nodes": 64, "unrollings": 10, "steps": 3001},
+                    {"batch_size": 32, "nodes": 64, "unrollings": 10, "steps": 3001},
+                    {"batch_size": 64, "nodes": 32, "unrollings": 10, "steps": 3001},
+                    {"batch_size": 64, "nodes": 64, "unrollings": 100, "steps": 65},
+                    {"batch_size": 64, "nodes": 64, "unrollings": 1, "steps": 65},
+                    {"batch_size": 64, "nodes": 12, "unrollings": 15, "steps": 3001}]
+    assert all(u.milestones is None for u in sweep.units(grids[5]))
+    scaled = sweep.preset("udacity", scale=0.1, repeats=2, fixed={"data": "t.txt", "nodes": 8})
     assert scaled[4].fixed["steps"] == 300
     assert scaled[3].swept["steps"] == [100 * (i + 1) for i in range(10)]
     assert len(sweep.units(scaled[4])) == 176
+    assert [u.params["steps"] for u in sweep.units(scaled[5])][::2] == [300, 300, 300, 6, 6, 300]
+    assert scaled[5].fixed == {"data": "t.txt"} and scaled[5].seeds == (0, 1)
     with pytest.raises(ValueError, match="unknown preset 'mnist'"):
         sweep.preset("mnist")
     with pytest.raises(ValueError, match="--scale 0"):
         sweep.preset("udacity", scale=0)
+
+
+def test_a_study_of_listed_points_runs_each_point_with_each_seed(tmp_path, calls):
+    points = [{"nodes": 4, "unrollings": 2}, {"nodes": 2, "unrollings": 8}]
+    grid = sweep.make_points(points, {"steps": 50, "nodes": 99}, repeats=2, name="pts")
+    assert grid.swept == {"nodes": [2, 4], "unrollings": [2, 8]} and grid.fixed == {"steps": 50}
+    summary = sweep.run([grid], out=tmp_path / "out", trainer=fake_train, progress=False,
+                        poll_seconds=0.1)
+    assert summary["complete"] == 4
+    assert calls_by_point(calls) == {(4, 2, 0): 1, (4, 2, 1): 1, (2, 8, 0): 1, (2, 8, 1): 1}
+    # the study grows by a point, and keeps the points it had
+    more = sweep.make_points(points + [{"nodes": 8, "unrollings": 1}], {"steps": 50},
+                             repeats=2, name="pts")
+    summary = sweep.run([more], out=tmp_path / "out", trainer=fake_train, progress=False,
+                        poll_seconds=0.1)
+    assert summary["complete"] == 6 and len(calls_by_point(calls)) == 6
+    import optuna
+    stored = optuna.load_study(study_name="pts", storage=sweep.sqlite_url(tmp_path / "out"))
+    assert stored.user_attrs[sweep.STUDY_ATTR]["points"] == [dict(p) for p in more.points]
+    product = sweep.make_grid({"nodes": "4,2", "unrollings": "2,8", "steps": "50"}, name="pts")
+    with pytest.raises(ValueError, match="already holds a different experiment"):
+        sweep.run([product], out=tmp_path / "out", trainer=fake_train, progress=False)
+
+
+@pytest.mark.parametrize("points, message", [
+    ([], "at least one point"),
+    ([{"nodes": 2}, {"unrollings": 3}], "the same parameters"),
+    ([{"nodes": 2}, {"nodes": 2}], "lists a point twice"),
+    ([{"nodes": "x"}], "'x' is not a number"),
+    ([{"seed": 1}], "--seed cannot be swept"),
+])
+def test_bad_point_lists_are_rejected(points, message):
+    with pytest.raises(ValueError, match=message):
+        sweep.make_points(points)
 
 
 def run_and_check(tmp_path, calls, url, name, workers):

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from charlstm.data.batches import encode
 from charlstm.loop import Diverged, Interrupted
 from charlstm.models import UdacityLM
 from charlstm.train import (clip_global_norm_, learning_rate, resume_config, train,
-                            validation_nll)
+                            validation_losses)
 
 
 @pytest.fixture
@@ -59,12 +60,14 @@ def test_validation_is_the_assignments_step_by_step_loop():
     model = UdacityLM(12, "lstm", "fused").double()
     valid = torch.from_numpy(encode(b" anarchism originated as a term of abuse").astype(np.int64))
     state = model.initial_state(1)
-    total = 0.0
+    each = []
     for i in range(len(valid)):  # batch 1, one character at a time, the last predicting the first
         logits, state = model(valid[i].view(1, 1), state)
         probs = torch.softmax(logits.view(-1), 0).clamp(min=1e-10)
-        total += -math.log(probs[valid[(i + 1) % len(valid)]].item())
-    assert validation_nll(model, valid) == pytest.approx(total / len(valid), rel=1e-12)
+        each.append(-math.log(probs[valid[(i + 1) % len(valid)]].item()))
+    losses = validation_losses(model, valid)
+    assert losses.dtype == torch.float64 and losses.shape == (len(valid),)
+    assert losses.tolist() == pytest.approx(each, rel=1e-12)
 
 
 def test_result_and_run_folder(small, tmp_path):
@@ -136,7 +139,34 @@ def test_milestones_are_what_shorter_runs_report(small):
     result = train(small, milestones=[10, 25, 30], on_milestone=lambda k, p: seen.append(k), progress=False)
     assert seen == [10, 25, 30] and list(result["milestones"]) == [10, 25, 30]
     assert result["milestones"][30] == result["valid_perplexity"]
-    assert result["milestones"][10] == train(replace(small, steps=10), progress=False)["valid_perplexity"]
+    shorter = train(replace(small, steps=10), progress=False)
+    assert result["milestones"][10] == shorter["valid_perplexity"]
+    assert list(result["milestone_char_nll"]) == [10, 25, 30]
+    assert result["milestone_char_nll"][10] == shorter["valid_char_nll"]
+    assert result["milestone_char_nll"][30] == result["valid_char_nll"]
+
+
+def test_the_result_keeps_each_validation_characters_loss_and_the_corpus_checksum(small):
+    result = train(small, progress=False)
+    losses = result["valid_char_nll"]
+    assert len(losses) == small.valid_size
+    assert all(round(x, 5) == x and 0 <= x <= -math.log(1e-10) for x in losses)
+    # rounded to 1e-5 nats, their mean is still the log of the reported perplexity
+    assert math.exp(sum(losses) / len(losses)) == pytest.approx(result["valid_perplexity"],
+                                                                rel=1e-5)
+    text = " ".join(Path(small.data).read_text().split()).encode()  # already in text8 form
+    assert result["data"]["characters"] == len(text)
+    assert result["data"]["sha1"] == hashlib.sha1(text).hexdigest()
+
+
+def test_a_resumed_run_keeps_the_losses_of_milestones_before_the_interruption(small, tmp_path):
+    whole = train(small, milestones=[10, 30], progress=False)
+    train(replace(small, steps=17, out=str(tmp_path / "part")), milestones=[10], progress=False)
+    resumed = train(resume_config(tmp_path / "part", steps=30), milestones=[10, 30],
+                    progress=False)
+    assert resumed["milestone_char_nll"][10] == whole["milestone_char_nll"][10]
+    assert resumed["milestone_char_nll"][30] == pytest.approx(whole["milestone_char_nll"][30],
+                                                              abs=1e-4)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

@@ -14,6 +14,10 @@ from charlstm.checkpoint import umask
 
 TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
 TEXT8_BYTES = 31344016  # the size the assignment's maybe_download checks
+# text8 itself, the one member of text8.zip: its size and the SHA-1 that dataset libraries
+# (GluonNLP's Text8, for one) check it against. A corpus with both is text8.
+TEXT8_CHARACTERS = 100_000_000
+TEXT8_SHA1 = "0dc3edebc970dcc96137e7deda4d9995af9d93de"
 URL_ENV = "CHARLSTM_TEXT8_URL"
 HOME_ENV = "CHARLSTM_HOME"
 COPS_URL = "http://www.thegrammarlab.com/?wpdmpro=corpus-of-presidential-speeches&wpdmdl=595"
@@ -33,6 +37,11 @@ def cache_dir() -> Path:
 def text8_url(url: str | None = None) -> str:
     """The text8 address: `url` if given, else $CHARLSTM_TEXT8_URL, else the original one."""
     return url or os.environ.get(URL_ENV) or TEXT8_URL
+
+
+def is_text8(characters: int, sha1: str) -> bool:
+    """True for a text of text8's size and checksum (what charlstm train records as `data`)."""
+    return characters == TEXT8_CHARACTERS and sha1 == TEXT8_SHA1
 
 
 def fetch_text8(url: str | None = None, progress: bool = True) -> Path:

@@ -4,6 +4,9 @@
     claims.py   where the studies live (Optuna storage) and which trial owns which unit
     worker.py   a worker: claim a unit, train it, record the result
     run.py      checking, starting the workers, progress, and the report at the end
+    writeup.py  the write-up the udacity preset reproduces: its statements and single runs
+    noise.py    seed-to-seed spread and the validation text's bootstrap, as intervals
+    verdicts.py this run's verdict on each of the write-up's statements
     report.py   trials.csv, the plots and report.md, computed from the trials
     plots.py    the figures
 
@@ -15,12 +18,12 @@
 from charlstm.sweep.claims import (STUDY_ATTR, Claims, open_storage, prepare_study, sqlite_url,
                                    unit_status)
 from charlstm.sweep.grid import (POWERS_2_TO_256, STEPS_1001_TO_10001, UNROLLINGS_1_TO_50, Grid,
-                                 Unit, grids_from, make_grid, parse_params, parse_values, preset,
-                                 unit_config, units)
+                                 Unit, grids_from, make_grid, make_points, parse_params,
+                                 parse_values, preset, unit_config, units)
 from charlstm.sweep.run import cores, format_result, run
 from charlstm.sweep.worker import Plan, work
 
 __all__ = ["STUDY_ATTR", "Claims", "open_storage", "prepare_study", "sqlite_url", "unit_status",
            "POWERS_2_TO_256", "STEPS_1001_TO_10001", "UNROLLINGS_1_TO_50", "Grid", "Unit",
-           "grids_from", "make_grid", "parse_params", "parse_values", "preset", "unit_config",
-           "units", "cores", "format_result", "run", "Plan", "work"]
+           "grids_from", "make_grid", "make_points", "parse_params", "parse_values", "preset",
+           "unit_config", "units", "cores", "format_result", "run", "Plan", "work"]

@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from charlstm.sweep.grid import Grid, grid_attr
+from charlstm.sweep.grid import Grid, grid_attr, merge_attrs
 
 STUDY_ATTR = "charlstm_sweep"
 CLAIMS_TABLE = "charlstm_sweep_claims"
@@ -148,14 +148,13 @@ def prepare_study(storage, grid: Grid):
     if stored is None:
         study.set_user_attr(STUDY_ATTR, attr)
         return study
-    if sorted(stored["swept"]) != sorted(attr["swept"]) or stored["fixed"] != attr["fixed"]:
+    if (sorted(stored["swept"]) != sorted(attr["swept"]) or stored["fixed"] != attr["fixed"]
+            or ("points" in stored) != ("points" in attr)):
         raise ValueError(
             f"study {grid.name!r} already holds a different experiment (swept "
             f"{sorted(stored['swept'])}, fixed {stored['fixed']}; now swept "
             f"{sorted(attr['swept'])}, fixed {attr['fixed']}): use another --study or --out")
-    merged = {"swept": {k: sorted(set(stored["swept"][k]) | set(attr["swept"][k]),
-                                  key=lambda v: (str(type(v)), v)) for k in attr["swept"]},
-              "fixed": attr["fixed"], "seeds": sorted(set(stored["seeds"]) | set(attr["seeds"]))}
+    merged = merge_attrs(stored, attr)
     if merged != stored:
         study.set_user_attr(STUDY_ATTR, merged)
     return study

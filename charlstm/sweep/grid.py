@@ -1,9 +1,11 @@
 """A study's grid: the TrainConfig options it sweeps and fixes, its seeds, and its units.
 
-A grid point x seed is a *unit*, one training. A sweep over `steps` trains once per seed to the
-largest value and evaluates at every value (the trainer's milestones), so one unit stands for
-all of its steps values. Values are parsed with the field types of TrainConfig; what values are
-allowed is TrainConfig.check's to say, when the sweep checks every unit before it starts.
+A grid point x seed is a *unit*, one training. A study's points are the product of its swept
+values, or a list of points given one by one (the `runs` study of the udacity preset: the
+write-up's single runs). A product sweep over `steps` trains once per seed to the largest value
+and evaluates at every value (the trainer's milestones), so one unit stands for all of its steps
+values. Values are parsed with the field types of TrainConfig; what values are allowed is
+TrainConfig.check's to say, when the sweep checks every unit before it starts.
 """
 
 import dataclasses
@@ -15,6 +17,7 @@ import typing
 from dataclasses import dataclass
 
 from charlstm.config import TrainConfig
+from charlstm.sweep import writeup
 
 # Fields that describe how a run is executed, not what it computes: never part of a grid.
 NOT_SWEPT = {"seed": "use --repeats and --seed", "out": "the sweep writes no run folders",
@@ -29,12 +32,14 @@ PRESETS = ("udacity",)
 
 @dataclass(frozen=True)
 class Grid:
-    """One study: the product of `swept` values, each run with every seed in `seeds`."""
+    """One study: the product of `swept` values, or the listed `points`, each run with every seed
+    in `seeds`. For listed points, `swept` holds each parameter's values across them."""
 
     name: str
     swept: dict
     fixed: dict
     seeds: tuple
+    points: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -146,9 +151,33 @@ def make_grid(params: dict, repeats: int = 1, seed: int = 0, name: str = "sweep"
     return Grid(name, swept, fixed, tuple(range(seed, seed + repeats)))
 
 
+def make_points(points: list, fixed: dict | None = None, repeats: int = 1, seed: int = 0,
+                name: str = "runs") -> Grid:
+    """A study of listed points ({field: value} each, all naming the same fields), each run with
+    every seed; `fixed` holds the values they share."""
+    if repeats < 1:
+        raise ValueError(f"--repeats {repeats}: must be at least 1")
+    if not points:
+        raise ValueError("a study of listed points needs at least one point")
+    checked = []
+    for point in points:
+        if set(point) != set(points[0]):
+            raise ValueError(f"every point must name the same parameters: {sorted(point)} vs "
+                             f"{sorted(points[0])}")
+        checked.append({k: parse_values(k, [v])[0] for k, v in point.items()})
+    keys = [json.dumps(p, sort_keys=True) for p in checked]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"study {name!r} lists a point twice; use --repeats for more seeds")
+    fixed = {k: parse_values(k, [v])[0] for k, v in (fixed or {}).items() if k not in checked[0]}
+    swept = {k: sorted({p[k] for p in checked}, key=lambda v: (str(type(v)), v))
+             for k in checked[0]}
+    return Grid(name, swept, fixed, tuple(range(seed, seed + repeats)), tuple(checked))
+
+
 def preset(name: str, scale: float = 1.0, repeats: int = 1, seed: int = 0, fixed=None,
            study: str = "udacity") -> list[Grid]:
-    """The assignment's five studies, each around train's defaults; `scale` multiplies steps."""
+    """The assignment's five studies, each around train's defaults, and the write-up's six single
+    runs (study `runs`, each with its own step count); `scale` multiplies every step count."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; the one preset is udacity")
     if not scale > 0:
@@ -171,6 +200,8 @@ def preset(name: str, scale: float = 1.0, repeats: int = 1, seed: int = 0, fixed
             base["steps"] = steps(default_steps)
         grids.append(make_grid({**{k: [v] for k, v in base.items()}, **swept}, repeats, seed,
                                f"{study}.{suffix}"))
+    runs = [{**run.params(), "steps": steps(run.steps)} for run in writeup.RUNS]
+    grids.append(make_points(runs, fixed, repeats, seed, f"{study}.runs"))
     return grids
 
 
@@ -194,6 +225,9 @@ def grids_from(args: list[str], preset_name: str | None = None, scale: float = 1
 
 def units(grid: Grid) -> list[Unit]:
     """Every training the grid needs, in a stable order."""
+    if grid.points:
+        return [Unit(grid.name, json.dumps({**point, "seed": seed}, sort_keys=True), dict(point),
+                     seed, None) for point in grid.points for seed in grid.seeds]
     names = [n for n in grid.swept if n != "steps"]
     milestones = tuple(sorted(grid.swept["steps"])) if "steps" in grid.swept else None
     out = []
@@ -214,5 +248,20 @@ def unit_config(unit: Unit, grid: Grid, threads: int) -> TrainConfig:
 
 def grid_attr(grid: Grid) -> dict:
     """How a study records its grid in the storage (the report reads it back)."""
-    return {"swept": {k: list(v) for k, v in grid.swept.items()}, "fixed": grid.fixed,
+    attr = {"swept": {k: list(v) for k, v in grid.swept.items()}, "fixed": grid.fixed,
             "seeds": list(grid.seeds)}
+    if grid.points:
+        attr["points"] = [dict(p) for p in grid.points]
+    return attr
+
+
+def merge_attrs(stored: dict, attr: dict) -> dict:
+    """The record of a study that grows: the values, points and seeds of both runs of it."""
+    order = lambda v: (str(type(v)), v)  # noqa: E731
+    merged = {"swept": {k: sorted(set(stored["swept"][k]) | set(attr["swept"][k]), key=order)
+                        for k in attr["swept"]},
+              "fixed": attr["fixed"], "seeds": sorted(set(stored["seeds"]) | set(attr["seeds"]))}
+    if "points" in stored or "points" in attr:
+        points = list(stored.get("points", []))
+        merged["points"] = points + [p for p in attr.get("points", []) if p not in points]
+    return merged

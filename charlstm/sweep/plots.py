@@ -33,11 +33,24 @@ def _save(fig, path):
     return fig
 
 
-def line(path, param: str, points: list, title: str = ""):
-    """Mean validation perplexity against `param` with its 95% interval over seeds.
+def wide_range(values) -> bool:
+    """True for positive numbers spanning a factor of 10 or more (they then get a log axis)."""
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        return False
+    return len(numbers) > 1 and min(numbers) > 0 and max(numbers) / min(numbers) >= 10
+
+
+def line(path, param: str, points: list, title: str = "", original: list | None = None,
+         interval_label: str = "95% interval"):
+    """Mean validation perplexity against `param` with its 95% interval.
 
     `points`: dicts with value, mean, low, high (None without an interval) and runs (the
-    per-seed perplexities, drawn as dots).
+    per-seed perplexities, drawn as dots). `original`: (value, perplexity) pairs of another
+    study on the same data, drawn as their own curve (the write-up's runs, on text8).
+    The x axis is log2 for powers of two, log10 for positive values spanning a factor of 10 or
+    more, the values' order for names, and linear otherwise.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -49,13 +62,21 @@ def line(path, param: str, points: list, title: str = ""):
     with_ci = [(x, p) for x, p in zip(xs, points) if p["low"] is not None]
     if with_ci:
         ax.fill_between([x for x, _ in with_ci], [p["low"] for _, p in with_ci],
-                        [p["high"] for _, p in with_ci], alpha=0.25, label="95% interval")
+                        [p["high"] for _, p in with_ci], alpha=0.25, label=interval_label)
     ax.plot(xs, means, marker="o", label="mean over seeds")
+    if original:
+        ax.plot([v for v, _ in original], [p for _, p in original], marker="x", linestyle="--",
+                color="tab:red", label="the write-up (TensorFlow, text8)")
     if numeric and powers_of_two(xs):
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [str(int(x)) for x in xs])
+    elif numeric and wide_range(xs):
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
     elif not numeric:
         ax.set_xticks(xs, [str(p["value"]) for p in points])
+    ax.tick_params(axis="x", labelsize=8)
     ax.set_xlabel(param)
     ax.set_ylabel("validation perplexity")
     ax.set_title(title or f"validation perplexity vs {param}")
@@ -89,17 +110,18 @@ def heatmap(path, x_param: str, y_param: str, xs: list, ys: list, grid: list,
 
 
 def _axis(values):
+    """Positions on a surface's axis: log2 for powers of two (evenly spaced), else the values'
+    order, so that a list such as 1, 2, 3, 4, 5, 10, ..., 50 keeps its labels apart."""
     import numpy as np
     if powers_of_two(values):
         return np.log2(np.asarray(values, dtype=float))
-    if all(isinstance(v, (int, float)) for v in values):
-        return np.asarray(values, dtype=float)
     return np.arange(len(values), dtype=float)
 
 
 def surface(path, x_param: str, y_param: str, xs: list, ys: list, grid: list,
             title: str = ""):
-    """The same means as a 3D surface (log2 axes for powers of two)."""
+    """The same means as a 3D surface; each axis log2 for powers of two, else by order (the
+    values are the tick labels)."""
     plt = _pyplot()
     import numpy as np
     data = np.array([[math.nan if v is None else v for v in row] for row in grid], dtype=float)
@@ -109,10 +131,10 @@ def surface(path, x_param: str, y_param: str, xs: list, ys: list, grid: list,
     ax = fig.add_subplot(projection="3d")
     ax.plot_surface(gx, gy, np.ma.masked_invalid(data), cmap="viridis_r", edgecolor="0.3",
                     linewidth=0.3)
-    ax.set_xticks(fx, [str(x) for x in xs])
-    ax.set_yticks(fy, [str(y) for y in ys])
-    ax.set_xlabel(x_param)
-    ax.set_ylabel(y_param)
+    ax.set_xticks(fx, [str(x) for x in xs], fontsize=8)
+    ax.set_yticks(fy, [str(y) for y in ys], fontsize=8)
+    ax.set_xlabel(x_param + ("" if powers_of_two(xs) else " (by order)"))
+    ax.set_ylabel(y_param + ("" if powers_of_two(ys) else " (by order)"))
     ax.set_zlabel("validation perplexity")
     ax.set_title(title or f"validation perplexity: {y_param} x {x_param}")
     return _save(fig, path)

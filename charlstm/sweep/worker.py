@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from charlstm.sweep.claims import (Claims, fail_dead_trials, id_of, machine_id, open_storage,
                                    unit_status)
 from charlstm.sweep.grid import Unit, unit_config, units
+from charlstm.sweep.noise import pack_losses
 
 
 @dataclass
@@ -80,9 +81,13 @@ def _record_params(storage, trial_id: int, unit: Unit) -> None:
 
 
 def _result_attrs(result: dict, unit: Unit) -> dict:
+    # data (the corpus's size and checksum) and the per-character validation losses are what the
+    # report's comparison with the write-up and its noise estimate read.
     keep = ("valid_perplexity", "valid_bpc", "steps", "train_seconds", "seconds",
-            "tokens_per_second")
+            "tokens_per_second", "data")
     attrs = {k: result[k] for k in keep if k in result}
+    if result.get("valid_char_nll") is not None:
+        attrs["valid_char_nll"] = pack_losses(result["valid_char_nll"])
     if unit.milestones:
         got = {int(k): float(v) for k, v in (result.get("milestones") or {}).items()}
         missing = [m for m in unit.milestones if m not in got]
@@ -90,6 +95,10 @@ def _result_attrs(result: dict, unit: Unit) -> dict:
             raise RuntimeError(f"the trainer returned no validation perplexity for steps "
                                f"{missing}: it must evaluate every milestone it is given")
         attrs["milestones"] = {str(m): got[m] for m in unit.milestones}
+        losses = {int(k): v for k, v in (result.get("milestone_char_nll") or {}).items()}
+        if losses:
+            attrs["milestone_char_nll"] = {str(m): pack_losses(losses[m])
+                                           for m in unit.milestones if m in losses}
     return attrs
 
 
