@@ -175,12 +175,18 @@ def make(cell, T, B, V, H, dtype=torch.float64, device="cpu", bias=(True, True),
     return window, state, weights
 
 
-def autograd_step(cell, window, state, weights, lr, clip):
-    """The specification: -> loss, norm, logits, new weights (dict), new state."""
+def autograd_step(cell, window, state, weights, lr, clip, compute=None):
+    """The specification: -> loss, norm, logits, new weights (dict), new state, in the weights'
+    dtype. With `compute` (the AMP way) the recurrence and the classifier run on the weights and
+    state cast to that dtype; the loss, the gradients, clipping and SGD stay in the weights'."""
     from charlstm import reference
 
+    master = weights["w_hh"].dtype
+    compute = compute or master
     w = {k: None if v is None else v.clone().requires_grad_() for k, v in weights.items()}
-    rec = (w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"])
+    low = {k: None if v is None else v.to(compute) for k, v in w.items()}
+    rec = (low["w_ih"], low["w_hh"], low["b_ih"], low["b_hh"])
+    state = tuple(s.to(compute) for s in state)
     if cell == "lstm":
         y, new_state = reference.lstm(window[:-1], state[0], state[1], *rec)
     elif cell == "gru":
@@ -189,7 +195,7 @@ def autograd_step(cell, window, state, weights, lr, clip):
     else:
         y, h = reference.rnn(window[:-1], state[0], *rec, nonlinearity=cell.split("_")[1])
         new_state = (h,)
-    logits = y.reshape(-1, y.shape[-1]) @ w["w_out"] + w["b_out"]
+    logits = (y.reshape(-1, y.shape[-1]) @ low["w_out"] + low["b_out"]).to(master)
     loss = F.cross_entropy(logits, window[1:].reshape(-1))
     loss.backward()
     leaves = [v for v in w.values() if v is not None]
@@ -197,7 +203,8 @@ def autograd_step(cell, window, state, weights, lr, clip):
     scale = clip / max(norm.item(), clip) if clip > 0 else 1.0
     with torch.no_grad():
         new = {k: None if v is None else v - lr * scale * v.grad for k, v in w.items()}
-    return loss.detach(), norm, logits.detach(), new, tuple(s.detach() for s in new_state)
+    return (loss.detach(), norm, logits.detach(), new,
+            tuple(s.detach().to(master) for s in new_state))
 
 
 def fused_step(cell, window, state, weights, lr, clip):

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from charlstm import ops, reference
-from test_ops import GATES, cell_fn, error, grads, make, seq_fn
+from ops_helpers import GATES, cell_fn, error, grads, make, seq_fn
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device visible: these tests need a GPU")

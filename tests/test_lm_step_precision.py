@@ -12,39 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charlstm import ops, reference
-from test_lm_step import GATES, autograd_step, make
+from charlstm import ops
+from helpers import LM_STEP_GATES as GATES, autograd_step, make
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(),
                           reason="16-bit compute runs on CUDA only: it needs a GPU")
 FLOOR = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}
-
-
-def amp_autograd_step(cell, window, state, weights, lr, clip, compute):
-    """The specification -> loss, norm, logits, new weights (dict), new state; all in the weights'
-    dtype."""
-    master = weights["w_hh"].dtype
-    w = {k: None if v is None else v.clone().requires_grad_() for k, v in weights.items()}
-    low = {k: None if v is None else v.to(compute) for k, v in w.items()}
-    rec = (low["w_ih"], low["w_hh"], low["b_ih"], low["b_hh"])
-    state_low = tuple(s.to(compute) for s in state)
-    if cell == "lstm":
-        y, new_state = reference.lstm(window[:-1], *state_low, *rec)
-    elif cell == "gru":
-        y, h = reference.gru(window[:-1], *state_low, *rec)
-        new_state = (h,)
-    else:
-        y, h = reference.rnn(window[:-1], *state_low, *rec, nonlinearity=cell.split("_")[1])
-        new_state = (h,)
-    logits = (y.reshape(-1, y.shape[-1]) @ low["w_out"] + low["b_out"]).to(master)
-    loss = F.cross_entropy(logits, window[1:].reshape(-1))
-    loss.backward()
-    leaves = [v for v in w.values() if v is not None]
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v.grad) for v in leaves]))
-    scale = clip / max(norm.item(), clip) if clip > 0 else 1.0
-    with torch.no_grad():
-        new = {k: None if v is None else v - lr * scale * v.grad for k, v in w.items()}
-    return loss.detach(), norm, logits.detach(), new, tuple(s.detach().to(master) for s in new_state)
 
 
 def fused_step(cell, window, state, weights, lr, clip, compute):
@@ -74,7 +47,7 @@ def test_float32_compute_of_float64_weights(cell, device):
     window, state, weights = make(cell, 10, 8, 27, 33, device=device)
     exact = autograd_step(cell, window, state, weights, lr=1.0, clip=0.25)
     assert exact[1].item() > 0.25
-    spec = amp_autograd_step(cell, window, state, weights, 1.0, 0.25, torch.float32)
+    spec = autograd_step(cell, window, state, weights, 1.0, 0.25, torch.float32)
     got = fused_step(cell, window, state, weights, 1.0, 0.25, torch.float32)
     assert_within_twice_the_specs_error(got, spec, exact, FLOOR[torch.float32])
     # It did compute in float32: its logits carry float32's rounding, not float64's.
@@ -135,7 +108,7 @@ def test_16bit_compute_of_float32_weights(cell, compute):
     exact = autograd_step(cell, window, state, weights, lr=1.0, clip=0.5)
     as32 = {k: None if v is None else v.float() for k, v in weights.items()}
     state32 = tuple(s.float() for s in state)
-    spec = amp_autograd_step(cell, window, state32, as32, 1.0, 0.5, compute)
+    spec = autograd_step(cell, window, state32, as32, 1.0, 0.5, compute)
     got = fused_step(cell, window, state32, as32, 1.0, 0.5, compute)
     assert_within_twice_the_specs_error(got, spec, exact, FLOOR[compute])
 

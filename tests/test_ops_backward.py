@@ -4,7 +4,7 @@ as the forward ops do: each bad argument raises an error naming it before any ke
 import pytest
 import torch
 
-from test_ops import make
+from ops_helpers import make
 
 
 def lstm_backward_args(device="cpu", ids=False):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from charlstm import ops, reference
-from test_ops import GATES, grads, kwargs_of, make
+from ops_helpers import GATES, grads, kwargs_of, make
 
 LAYOUTS = ["strided", "transposed"]
 
