@@ -32,7 +32,7 @@ def test_the_install_line_installs_what_the_test_command_runs():
     extras = re.fullmatch(r"\.\[(.*)\]", install[-1]).group(1).split(",")
     test_extra = [r.split(";")[0].strip() for r in requires("charlstm")
                   if 'extra == "test"' in r]
-    assert "test" in extras and test_extra == ["pytest"]
+    assert "test" in extras and "pytest" in test_extra
     assert test[:3] == ["python", "-m", "pytest"]
 
 
