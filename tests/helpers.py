@@ -4,6 +4,7 @@ the sweep, the command line in a subprocess, and the language-model step's speci
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -235,6 +236,16 @@ def quote_text(chars: int = 3000, seed: int = 0) -> str:
         parts += [f'"{phrase}"' if rng.random() < 0.5 else phrase, rng.choice([" ", ". ", "\n"])]
         length += len(parts[-2]) + len(parts[-1])
     return "".join(parts)
+
+
+def page_data_from(html: str) -> dict:
+    """The data an explain page inlines as JSON."""
+    found = re.search(r'<script id="data" type="application/json">(.*?)</script>', html, re.S)
+    return json.loads(found.group(1))
+
+
+def page_data(path) -> dict:
+    return page_data_from(open(path, encoding="utf-8").read())
 
 
 def write_quote_model(folder, hidden: int = 8, seed: int = 0):

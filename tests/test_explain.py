@@ -8,7 +8,8 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import QUOTE_UNIT, quote_text, write_model, write_quote_model, words
+from helpers import (QUOTE_UNIT, page_data, page_data_from, quote_text, write_model,
+                     write_quote_model, words)
 from typer.testing import CliRunner
 
 from charlstm import checkpoint
@@ -19,12 +20,6 @@ from charlstm_cli.main import app
 
 def run(*args):
     return CliRunner().invoke(app, ["explain", *map(str, args)])
-
-
-def page_data(path) -> dict:
-    html = open(path, encoding="utf-8").read()
-    found = re.search(r'<script id="data" type="application/json">(.*?)</script>', html, re.S)
-    return json.loads(found.group(1))
 
 
 @pytest.fixture
@@ -147,11 +142,6 @@ def test_the_page_loads_nothing_and_its_data_survives_any_text():
     assert page_data_from(html) == data
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", html)
     assert "@import" not in html and "url(" not in html
-
-
-def page_data_from(html):
-    found = re.search(r'<script id="data" type="application/json">(.*?)</script>', html, re.S)
-    return json.loads(found.group(1))
 
 
 def test_a_sample_is_the_prime_and_what_sample_generates(quotes):

@@ -4,13 +4,11 @@ Chromium is the system's (Debian's `chromium` package, or $CHARLSTM_CHROMIUM); P
 downloads no browser of its own here. Without either the tests skip and say why.
 """
 
-import json
 import os
-import re
 import shutil
 
 import pytest
-from helpers import QUOTE_UNIT, quote_text, words, write_model, write_quote_model
+from helpers import QUOTE_UNIT, page_data, quote_text, words, write_model, write_quote_model
 
 from charlstm.config import ExplainConfig
 from charlstm.explain import explain
@@ -56,12 +54,6 @@ def open_page(browser):
     for page in pages:
         assert page.errors == []
         page.close()
-
-
-def page_data(path) -> dict:
-    html = open(path, encoding="utf-8").read()
-    found = re.search(r'<script id="data" type="application/json">(.*?)</script>', html, re.S)
-    return json.loads(found.group(1))
 
 
 @pytest.fixture
