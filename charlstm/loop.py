@@ -64,9 +64,11 @@ def deferred_interrupt():
 
     Yields a function that says whether Ctrl-C was pressed. A second Ctrl-C interrupts at once.
     Signal handlers can only be set from the main thread; elsewhere Ctrl-C keeps its effect.
+    A process that ignores Ctrl-C (a sweep's worker, stopped by its parent) keeps ignoring it.
     """
     pressed = []
-    if threading.current_thread() is not threading.main_thread():
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
         yield lambda: False
         return
 

@@ -134,6 +134,21 @@ def test_ctrl_c_saves_a_whole_step_and_resumes(small, tmp_path):
     assert [r["step"] for r in metrics(out)] == [0, 10, 20]
 
 
+def test_a_process_that_ignores_ctrl_c_trains_through_it(small, tmp_path):
+    # A sweep's workers ignore Ctrl-C (their parent stops them); training must not undo that.
+    def press_ctrl_c(step, ppl):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = train(replace(small, out=str(tmp_path / "run")), milestones=[12],
+                       on_milestone=press_ctrl_c, progress=False)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert saved_step(tmp_path / "run") == small.steps and result["valid_perplexity"] > 0
+
+
 def test_milestones_are_what_shorter_runs_report(small):
     seen = []
     result = train(small, milestones=[10, 25, 30], on_milestone=lambda k, p: seen.append(k), progress=False)

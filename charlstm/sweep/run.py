@@ -7,7 +7,6 @@ grids at once: each unit runs once (charlstm.sweep.claims).
 import json
 import multiprocessing
 import multiprocessing.connection
-import os
 import signal
 import sys
 import threading
@@ -37,7 +36,7 @@ def format_result(unit: Unit, attrs, error) -> str:
             + (f" ({seconds:.1f} s)" if seconds is not None else ""))
 
 
-# How long the workers get, after Ctrl-C, to end their step and record the interruption.
+# How long the workers get, after Ctrl-C, to record the interruption and exit.
 STOP_SECONDS = 30
 
 
@@ -130,13 +129,19 @@ def run(grids: list, out=f"{RUNS_DIR}/sweep", storage: str | None = None, worker
 
 def _run_workers(plan: Plan, workers: int, monitor) -> list:
     """Start `workers` processes and wait for them; their exit codes. On Ctrl-C (to the whole
-    process group, or to this process alone) each worker is asked to stop after its step, and
-    ended if it has not within STOP_SECONDS."""
+    process group, or to this process alone) each worker is asked to stop, and killed if it has
+    not within STOP_SECONDS."""
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=worker_main, args=(plan,), daemon=False)
              for _ in range(workers)]
-    for p in procs:
-        p.start()
+    # A worker inherits an ignored SIGINT through exec, so a Ctrl-C that lands while it is
+    # still starting cannot end it with a traceback before worker_main takes over.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         monitor.start_thread()
         running = list(procs)
@@ -161,10 +166,7 @@ def _run_workers(plan: Plan, workers: int, monitor) -> list:
 def _stop(procs) -> None:
     for p in procs:
         if p.is_alive():
-            try:
-                os.kill(p.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
+            p.terminate()  # one SIGTERM: the worker records its unit as interrupted and exits
     deadline = time.monotonic() + STOP_SECONDS
     try:
         for p in procs:
@@ -173,7 +175,7 @@ def _stop(procs) -> None:
         pass  # a second Ctrl-C: end them now
     for p in procs:
         if p.is_alive():
-            p.terminate()
+            p.kill()
     for p in procs:
         p.join()
 

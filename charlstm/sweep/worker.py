@@ -227,16 +227,19 @@ def _run_unit(storage, claims, study, grid, unit, trial_id, plan, trainer, on_re
 
 
 def _stop(signum, frame):
+    # Only the first request counts: the worker is already recording its unit as interrupted.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
 def worker_main(plan: Plan):
-    """A worker process: it stops like Ctrl-C when ended (SIGTERM), records its unit as
-    interrupted, and exits with 130 without a traceback; the parent says how to go on."""
+    """A worker process. Ctrl-C in a terminal reaches the whole process group; a worker ignores
+    it and stops when its parent ends it (one SIGTERM), so each worker gets exactly one request
+    to stop, never a second one in the middle of recording the first. It records its unit as
+    interrupted and exits with 130 without a traceback; the parent says how to go on."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop)
     try:
         work(plan)
     except KeyboardInterrupt:
         sys.exit(130)
-
-
