@@ -33,6 +33,24 @@ def test_product_flops_by_hand():
     assert suite.product_flops(ids) == 6 * N * (H * 3 * H + 2 * H * 3 * H + H * 64)
 
 
+@pytest.mark.parametrize("torch_steps, skipped", [
+    ([4.6, 0.3], None),  # a slow first step (one-off costs) alone does not skip a cell
+    ([25.0], "torch's first step took 25.0 s"),
+    ([4.6, 3.0], "torch's step takes 3.00 s (over 2 s)"),
+])
+def test_a_cell_is_skipped_by_its_warm_step(monkeypatch, torch_steps, skipped):
+    seconds = iter(torch_steps)
+
+    def timed(trainer, device, repeats=1):
+        return next(seconds, 0.3) if trainer.backend == "torch" else 0.2
+
+    monkeypatch.setattr(suite, "_timed", timed)
+    result = suite.time_cell(suite.Cell("lstm", 1, 8, 2, 1, "ids"), "cpu", budget_s=0.0)
+    assert result.get("skipped") == skipped
+    if skipped is None:
+        assert result["ratio"] == pytest.approx(0.3 / 0.2) and result["rounds"] == 5
+
+
 def test_both_backends_train_the_same_model():
     cell = suite.Cell("lstm", 3, 8, 4, 2, "float")
     theirs = suite.Trainer(cell, "torch", "cpu")
