@@ -176,12 +176,12 @@ def test_float32_error_within_twice_the_references(cell, shape, device):
 
 @pytest.mark.parametrize("cell", list(GATES))
 @pytest.mark.parametrize("ids", [False, True])
-@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
 @pytest.mark.parametrize("bias", [True, False])
 def test_float32_batch_slices_per_thread(cell, ids, threads, bias):
-    """On the CPU a float batch of at least 16 rows per thread runs as one slice of rows per thread
-    through all time steps; 37 rows split unevenly over 2 threads, stay on the per-step path with 3
-    and 1. Each way must meet the float32 rule and agree with the others."""
+    """On the CPU a float batch of at least 8 rows per thread runs as one slice of rows per thread
+    through all time steps; 37 rows split unevenly over 2 and 3 threads, stay on the per-step path
+    with 5 and 1. Each way must meet the float32 rule and agree with the others."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
