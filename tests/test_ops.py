@@ -200,6 +200,23 @@ def test_float32_batch_slices_per_thread(cell, ids, threads, bias):
 
 @pytest.mark.parametrize("cell", list(GATES))
 @pytest.mark.parametrize("ids", [False, True])
+def test_float32_batch_of_one_with_weights_beyond_the_cache(cell, ids):
+    """A batch of one with a recurrent weight over 1 MiB (300 units): each step's products are
+    [1, H] by [H, G*H], the shape of the bandwidth-bound cells, and must meet the float32 rule
+    like the others."""
+    x, states, weights = make(cell, 4, 1, 27, 300, ids=ids)
+    out64, g64 = grads(seq_fn(reference, cell), x, states, weights)
+    s32 = [s.detach().float().requires_grad_() for s in states]
+    w32 = [w.detach().float().requires_grad_() if w is not None else None for w in weights]
+    x32 = x if ids else x.detach().float().requires_grad_()
+    out_f, g_f = grads(seq_fn(ops, cell), x32, s32, w32)
+    out_r, g_r = grads(seq_fn(reference, cell), x32, s32, w32)
+    for f, r, exact in zip([*out_f, *g_f], [*out_r, *g_r], [*out64, *g64]):
+        assert error(f, exact) <= 2 * error(r, exact) + 1e-6
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("ids", [False, True])
 def test_opcheck(cell, ids, device):
     name = cell.split("_")[0]
     kw = list(kwargs_of(cell).values())
