@@ -1,14 +1,20 @@
 """What several test files share: generated corpora, small checkpoints, a stand-in trainer for
-the sweep, the command line in a subprocess, and the language-model step's specification."""
+the sweep, the command line in a subprocess, a local text8 server, and the language-model step's
+specification."""
 
+import http.server
+import io
 import json
 import os
 import random
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
+import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -25,6 +31,30 @@ def words(chars: int = 6000, seed: int = 0, vocabulary=WORDS) -> str:
     while sum(len(w) + 1 for w in out) < chars:
         out.append(rng.choice(vocabulary))
     return " ".join(out)
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def text8_server(folder: Path, text: str):
+    """Serves `folder`/text8.zip, one member `text8` holding `text`, on 127.0.0.1 for the block.
+    Yields the archive's URL and its bytes."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("text8", text)
+    folder.mkdir(parents=True)
+    (folder / "text8.zip").write_bytes(archive.getvalue())
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *args: _QuietFiles(*args, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/text8.zip", archive.getvalue()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def write_text(path, chars: int = 6000, seed: int = 0, vocabulary=WORDS) -> Path:

@@ -1,17 +1,12 @@
-import http.server
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-import zipfile
-from functools import partial
 
 import pytest
-from helpers import words
+from helpers import text8_server, words
 from typer.testing import CliRunner
 
 from charlstm_cli.main import app
@@ -112,28 +107,15 @@ def subprocess_env(**extra):
 
 
 def test_end_to_end_downloads_text8_from_a_local_server(tmp_path):
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as z:
-        z.writestr("text8", text8_like())
-    (tmp_path / "srv").mkdir()
-    (tmp_path / "srv" / "text8.zip").write_bytes(archive.getvalue())
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "srv"))
-    handler.log_message = lambda *a: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        env = subprocess_env(CHARLSTM_HOME=str(tmp_path / "home"),
-                             CHARLSTM_TEXT8_URL=f"http://127.0.0.1:{httpd.server_address[1]}/text8.zip")
+    with text8_server(tmp_path / "srv", text8_like()) as (url, archive):
+        env = subprocess_env(CHARLSTM_HOME=str(tmp_path / "home"), CHARLSTM_TEXT8_URL=url)
         proc = subprocess.run([sys.executable, "-m", "charlstm_cli.main", "train", *SMALL, "--json"],
                               env=env, capture_output=True, text=True, timeout=120)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["data"]["source"] == str(tmp_path / "home" / "text8.zip")
     assert report["data"]["normalization"] is None and report["data"]["characters"] == 6000
-    assert (tmp_path / "home" / "text8.zip").read_bytes() == archive.getvalue()
+    assert (tmp_path / "home" / "text8.zip").read_bytes() == archive
 
 
 def test_end_to_end_ctrl_c_then_resume(corpus, tmp_path):

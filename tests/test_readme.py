@@ -1,19 +1,14 @@
 """The README's commands, as a new user runs them: read from README.md by the script .ci/run uses
 (.ci/readme_commands.py), so that what the README says is what is tested."""
 
-import http.server
-import io
 import re
 import shlex
 import subprocess
 import sys
-import threading
-import zipfile
-from functools import partial
 from importlib.metadata import requires
 from pathlib import Path
 
-from helpers import words
+from helpers import text8_server, words
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT8 = " abcdefghijklmnopqrstuvwxyz"
@@ -42,18 +37,8 @@ def test_the_first_run_pair_trains_on_text8_then_samples_from_the_run(tmp_path):
     (words and single spaces) and --steps 60 in place of the assignment's 3001."""
     train, sample = readme_commands("test: first run")
     assert train[:2] == ["charlstm", "train"] and sample[:2] == ["charlstm", "sample"]
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("text8", " " + words(60_000, 3))
-    (tmp_path / "server").mkdir()
-    (tmp_path / "server" / "text8.zip").write_bytes(archive.getvalue())
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "server"))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     (tmp_path / "work").mkdir()
     env = {"CHARLSTM_HOME": str(tmp_path / "home"),
-           "CHARLSTM_TEXT8_URL": f"http://127.0.0.1:{server.server_address[1]}/text8.zip",
            "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
 
     def charlstm(args):
@@ -61,13 +46,11 @@ def test_the_first_run_pair_trains_on_text8_then_samples_from_the_run(tmp_path):
                               capture_output=True, text=True, cwd=tmp_path / "work", env=env,
                               timeout=600)
 
-    try:
+    with text8_server(tmp_path / "server", " " + words(60_000, 3)) as (url, archive):
+        env["CHARLSTM_TEXT8_URL"] = url
         trained = charlstm(train + ["--steps", "60", "--no-progress"])
-    finally:
-        server.shutdown()
-        server.server_close()
     assert trained.returncode == 0, trained.stderr
-    assert (tmp_path / "home" / "text8.zip").read_bytes() == archive.getvalue()
+    assert (tmp_path / "home" / "text8.zip").read_bytes() == archive
     [run] = (tmp_path / "work" / "runs").iterdir()
     assert re.fullmatch(r"train-\d{8}-\d{6}", run.name)
     assert trained.stdout.rstrip().endswith(f"; saved in runs/{run.name}")
