@@ -62,8 +62,14 @@ bool brgemm_path(const Tensor& t) {
 // On the CPU in float: oneDNN's micro-kernel, the columns split between the threads. At the
 // per-step shapes of the drivers ([64, H] x [H, 4H]) it is 1.3-1.8x faster than at::mm, whose
 // threading and packing of b cost as much as the product.
-void product(const Rows& out, const Rows& a, const Tensor& b, bool accumulate, bool this_thread) {
+void product(const Rows& out, const Rows& a, const Operand& operand, bool accumulate, bool this_thread) {
+    const Tensor& b = operand.b;
     const int64_t M = a.rows, K = a.cols(), N = b.size(1);
+    if (M == 1 && operand.b_t.defined() && brgemm_path(operand.b_t) && operand.b_t.is_contiguous() && !this_thread &&
+        K > 0 && N > 0) {
+        cpu::matvec(operand.b_t.data_ptr<float>(), N, K, a.data<float>(), out.data<float>(), accumulate);
+        return;
+    }
     if (!brgemm_path(b) || !b.is_contiguous() || M == 0 || K == 0 || N == 0) {
         TORCH_INTERNAL_ASSERT(!this_thread || M == 0 || K == 0 || N == 0,
                               "product on the calling thread needs the brgemm path");

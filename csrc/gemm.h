@@ -36,10 +36,20 @@ inline Rows all_rows(const Tensor& t) { return {t, 0, t.numel() / std::max<int64
 // `this_thread` set.
 bool brgemm_path(const Tensor& t);
 
+// The right operand of a product: b [K, N] and, where the caller holds it, its transpose b_t
+// [N, K] (contiguous). A single-row product on the CPU in float reads b_t as N dot products
+// (cpu::matvec), and then b itself may be any view, since it is not read.
+struct Operand {
+    Tensor b, b_t;
+
+    Operand(const Tensor& b_) : b(b_) {}
+    Operand(const Tensor& b_, const Tensor& b_t_) : b(b_), b_t(b_t_) {}
+};
+
 // out[M, N] = a[M, K] b[K, N], or += when `accumulate`; b is contiguous [K, N].
 // `this_thread`: compute on the calling thread only (inside a parallel region of the caller's);
 // allowed where brgemm_path(b) holds.
-void product(const Rows& out, const Rows& a, const Tensor& b, bool accumulate, bool this_thread = false);
+void product(const Rows& out, const Rows& a, const Operand& b, bool accumulate, bool this_thread = false);
 
 // x w (+ bias) for x [N, K], w [K, N'], bias [N'] or undefined -> [N, N'].
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);

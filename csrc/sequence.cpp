@@ -234,11 +234,24 @@ void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Ten
     product(all_rows(out), all_rows(xs), w_t, false);
 }
 
-// w_hh^T, the right operand of the forward's per-step products, for T * B = `rows` rows in all. A
-// contiguous copy, which brgemm needs, pays for itself over many rows; for a handful (sampling one
-// character at a time) the transposed view goes to at::mm, which reads it in place: copying a
-// 1024 x 256 weight cost more than that step's product.
-Tensor recurrent_operand(const Tensor& w_hh, int64_t rows) { return rows < 8 ? w_hh.t() : transposed(w_hh); }
+// Whether a batch of one runs its per-step products as dot products over the rows of the weight's
+// transpose (cpu::matvec) rather than through brgemm. That pays where the weight no longer stays in
+// a core's cache, so that every step streams it from L3. Measured on the 2-core AMD EPYC build
+// machine, medians of alternating runs of the LSTM op at batch 1: the forward took 0.80x
+// the time at H = 256 (w_hh 1 MB), 0.79x at H = 512 and 0.52x at H = 1024, but 1.32x at H = 128
+// (256 KB), where brgemm's register tiles win.
+bool dot_product_steps(const Tensor& w_hh, int64_t B) {
+    return B == 1 && brgemm_path(w_hh) && w_hh.numel() * static_cast<int64_t>(sizeof(float)) > 512 * 1024;
+}
+
+// w_hh^T, the right operand of the forward's per-step products [B, H] x [H, G*H]. In the dot-product
+// form each step reads w_hh itself, with no copy. Otherwise a contiguous copy, which brgemm needs,
+// pays for itself over many rows; for a handful (T * B < 8) the transposed view goes to at::mm,
+// which reads it in place: copying a 1024 x 256 weight cost more than that step's product.
+Operand recurrent_operand(const Tensor& w_hh, int64_t T, int64_t B) {
+    if (dot_product_steps(w_hh, B)) return {w_hh.t(), w_hh.contiguous()};
+    return T * B < 8 ? w_hh.t() : transposed(w_hh);
+}
 
 // w_ih^T with a bias folded in: row v is the input projection of token v. `transposed` always
 // returns a new tensor, so adding the bias in place never writes into the weights.
@@ -391,7 +404,7 @@ ForwardTensors forward(const Cell& cell, const Tensor& x, const Tensor& h0, cons
         project_inputs(x, w_ih, input_bias, f.pre.view({T * B, G * H}));
     }
     if (Cell::separate_recurrent) f.hproj = at::empty({B, G * H}, opts);
-    const Tensor w_hh_t = recurrent_operand(w_hh, T * B);
+    const Operand w_hh_t = recurrent_operand(w_hh, T, B);
     dispatch(Device{}, w_hh.scalar_type(), [&](auto tag) {
         using scalar_t = typename decltype(tag)::type;
         time_loop(T, B, row_slices<Device>(w_hh, B), false, [&](int64_t t, int64_t b0, int64_t b1, bool whole) {
@@ -399,11 +412,11 @@ ForwardTensors forward(const Cell& cell, const Tensor& x, const Tensor& h0, cons
             const Rows prev = t == 0 ? Rows{h0, b0, n} : Rows{f.y, (t - 1) * B + b0, n};
             if (Cell::separate_recurrent) {
                 const bool bias = recurrent_bias.defined();
-                if (bias && whole && !brgemm_path(w_hh_t)) {
+                if (bias && whole && !brgemm_path(w_hh_t.b)) {
                     // One op with b_hh as the product's addend (cuBLASLt adds it in its epilogue)
                     // rather than a copy of b_hh into hproj and a product onto it, two launches a
                     // step on CUDA.
-                    at::addmm_out(f.hproj, recurrent_bias, prev.view(), w_hh_t);
+                    at::addmm_out(f.hproj, recurrent_bias, prev.view(), w_hh_t.b);
                 } else {
                     if (bias && whole) {
                         f.hproj.copy_(recurrent_bias.expand_as(f.hproj));
@@ -445,7 +458,14 @@ BackwardResult backward(const Cell& cell, const OptTensor& grad_y, const OptTens
     if (c0.defined()) b.dc = initial_grad(grad_cT, c0);
     b.dpre = at::empty({T, B, G * H}, y.options());
     b.dpre_h = Cell::separate_recurrent ? at::empty({T, B, G * H}, y.options()) : b.dpre;
-    const Tensor w_hh_c = w_hh.contiguous();
+    // The right operand of the per-step products dpre_h w_hh and, for the dot-product form, its
+    // transpose. That copy costs about as much as a few steps' products, so it pays only over a
+    // long window and a weight far beyond the cache: at H = 1024 (16 MB) the backward took 0.70x
+    // the time at T = 50 and 0.76x at T = 200 but 1.25x at T = 10; at H = 512, 0.93x at T = 100
+    // and 1.8x at T = 20 (the same runs as dot_product_steps).
+    const bool dot_steps = dot_product_steps(w_hh, B) && T >= 32 &&
+                           w_hh.numel() * static_cast<int64_t>(sizeof(float)) >= 8 * 1024 * 1024;
+    const Operand w_hh_c = dot_steps ? Operand{w_hh.contiguous(), transposed(w_hh)} : Operand{w_hh.contiguous()};
     dispatch(Device{}, w_hh.scalar_type(), [&](auto tag) {
         using scalar_t = typename decltype(tag)::type;
         time_loop(T, B, row_slices<Device>(w_hh, B), true, [&](int64_t t, int64_t b0, int64_t b1, bool whole) {

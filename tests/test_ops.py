@@ -199,9 +199,17 @@ def test_float32_batch_slices_per_thread(cell, ids, threads, bias):
 @pytest.mark.parametrize("ids", [False, True])
 def test_float32_batch_of_one_with_weights_beyond_the_cache(cell, ids):
     """A batch of one with a recurrent weight over 1 MiB (300 units): each step's products are
-    [1, H] by [H, G*H], the shape of the bandwidth-bound cells, and must meet the float32 rule
-    like the others."""
+    [1, H] by [H, G*H], the shape of the bandwidth-bound cells, run as dot products over the
+    weights' rows, and must meet the float32 rule like the others. 300 leaves a tail of 12
+    columns after the 16-wide vectors, and the RNN's 300 rows a tail of 4 after blocks of 8."""
     assert_float32_rule(cell, *make(cell, 4, 1, 27, 300, ids=ids), ids=ids)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_float32_batch_of_one_over_a_long_window_with_a_weight_over_8_mb(cell):
+    """Over 32 steps or more with a recurrent weight of 8 MB or more, the backward's per-step
+    products of a batch of one are dot products too, over a transposed copy of w_hh."""
+    assert_float32_rule(cell, *make(cell, 32, 1, 27, 1024))
 
 
 @pytest.mark.parametrize("cell", list(GATES))
@@ -333,9 +341,12 @@ _BUILD_CHECK = r"""
 import json, sys, torch, charlstm
 from charlstm import ops, reference
 torch.manual_seed(0)
-T, B, I, H = 7, 5, 27, 37
+T, I = 7, 27
 out = {"cpu_kernels": charlstm.build_info()["cpu_kernels"], "errors": {}}
-for cell, G in (("lstm", 4), ("gru", 3), ("rnn", 1)):
+# A batch of one with a recurrent weight over 512 KB runs its forward products as dot products over
+# the weight's rows (cpu::matvec), which has its own per-build loops; 363 units leave a tail of
+# rows and of columns in each.
+for (cell, G), (B, H) in [(c, s) for c in (("lstm", 4), ("gru", 3), ("rnn", 1)) for s in ((5, 37), (1, 363))]:
     w = [torch.randn(G * H, I) * 0.3, torch.randn(G * H, H) * 0.3, torch.randn(G * H) * 0.1, torch.randn(G * H) * 0.1]
     x = torch.randn(T, B, I)
     s = [torch.randn(B, H) * 0.5 for _ in range(2 if cell == "lstm" else 1)]
@@ -345,14 +356,14 @@ for cell, G in (("lstm", 4), ("gru", 3), ("rnn", 1)):
         y.sum().backward()
         return [y.detach().double()] + [t.grad.double() for t in leaves]
     exact, ref32, fused = run(reference, torch.float64), run(reference, torch.float32), run(ops, torch.float32)
-    out["errors"][cell] = [[(f - e).abs().max().item(), (r - e).abs().max().item(), e.abs().max().item()]
-                           for f, r, e in zip(fused, ref32, exact)]
+    out["errors"][f"{cell} B={B}"] = [[(f - e).abs().max().item(), (r - e).abs().max().item(),
+                                       e.abs().max().item()] for f, r, e in zip(fused, ref32, exact)]
 # The whole training step on token ids: the id gradient's scatter-add, the softmax cross-entropy,
 # the gradient norm and the transposed update run their own per-build loops. The specification
 # and the comparison are tests/test_lm_step.py's float32 test (shared through tests/helpers.py).
 sys.path.insert(0, "tests")
 from helpers import autograd_step, fused_step, make
-window, st, weights = make("lstm", T, B, I, H, seed=1)
+window, st, weights = make("lstm", T, 5, I, 37, seed=1)
 w32, st32 = {k: v.float() for k, v in weights.items()}, tuple(s.float() for s in st)
 exact = autograd_step("lstm", window, st, weights, lr=0.5, clip=0.1)
 assert exact[1].item() > 0.1, "the step must clip"

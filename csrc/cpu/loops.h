@@ -18,6 +18,10 @@ template <typename S> void transpose_rows(const S* in, int64_t C, S* o, int64_t 
 // gradient kept in the layout its product made it in.
 template <typename S> void add_transposed(S* w, const S* g, int64_t R, int64_t C, S alpha);
 
+// y[n] = dot(w[n, :], x), or += with `accumulate`, for the row-major float w [N, K]: the product
+// x^T w^T of a single row, reading w in the order it is stored (see matvec.cpp).
+void matvec(const float* w, int64_t N, int64_t K, const float* x, float* y, bool accumulate);
+
 // The input-weight gradient of token ids: table[ids[r]] += src[r] for every row r of src
 // [rows, width]; then, when column_sums is given, column_sums = the column sums of table
 // [table_rows, width], which are those of src (the bias gradient).
