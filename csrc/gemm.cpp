@@ -65,10 +65,16 @@ bool brgemm_path(const Tensor& t) {
 void product(const Rows& out, const Rows& a, const Operand& operand, bool accumulate, bool this_thread) {
     const Tensor& b = operand.b;
     const int64_t M = a.rows, K = a.cols(), N = b.size(1);
-    if (M == 1 && operand.b_t.defined() && brgemm_path(operand.b_t) && operand.b_t.is_contiguous() && !this_thread &&
-        K > 0 && N > 0) {
-        cpu::matvec(operand.b_t.data_ptr<float>(), N, K, a.data<float>(), out.data<float>(), accumulate);
-        return;
+    if (M == 1 && operand.streamed && !this_thread && K > 0 && N > 0) {
+        const Tensor& b_t = operand.b_t;
+        if (b_t.defined() && brgemm_path(b_t) && b_t.is_contiguous()) {
+            cpu::matvec(b_t.data_ptr<float>(), N, K, a.data<float>(), out.data<float>(), accumulate);
+            return;
+        }
+        if (!b_t.defined() && brgemm_path(b) && b.is_contiguous()) {
+            cpu::vecmat(b.data_ptr<float>(), K, N, a.data<float>(), out.data<float>(), accumulate);
+            return;
+        }
     }
     if (!brgemm_path(b) || !b.is_contiguous() || M == 0 || K == 0 || N == 0) {
         TORCH_INTERNAL_ASSERT(!this_thread || M == 0 || K == 0 || N == 0,

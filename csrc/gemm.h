@@ -36,14 +36,21 @@ inline Rows all_rows(const Tensor& t) { return {t, 0, t.numel() / std::max<int64
 // `this_thread` set.
 bool brgemm_path(const Tensor& t);
 
-// The right operand of a product: b [K, N] and, where the caller holds it, its transpose b_t
-// [N, K] (contiguous). A single-row product on the CPU in float reads b_t as N dot products
-// (cpu::matvec), and then b itself may be any view, since it is not read.
+// The right operand of a product: b [K, N] and, for a weight that does not stay in cache, how a
+// single-row product on the CPU in float reads it. `streamed` ones are read in stored order: as N
+// dot products over the rows of b_t [N, K] (contiguous; cpu::matvec) where the caller holds it,
+// and then b itself may be any view, since it is not read; otherwise as the rows of b weighted by
+// the row on the left (cpu::vecmat).
 struct Operand {
     Tensor b, b_t;
+    bool streamed = false;
 
     Operand(const Tensor& b_) : b(b_) {}
-    Operand(const Tensor& b_, const Tensor& b_t_) : b(b_), b_t(b_t_) {}
+    static Operand streamed_rows(const Tensor& b, const Tensor& b_t = Tensor()) {
+        Operand o(b);
+        o.b_t = b_t, o.streamed = true;
+        return o;
+    }
 };
 
 // out[M, N] = a[M, K] b[K, N], or += when `accumulate`; b is contiguous [K, N].

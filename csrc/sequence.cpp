@@ -165,6 +165,10 @@ struct RnnCell {
 
 // ---- scheduling ----
 
+// The size of a float weight, which decides where it lives in the cache hierarchy (the rules
+// below apply to the CPU float path only).
+int64_t weight_bytes(const Tensor& w) { return w.numel() * static_cast<int64_t>(sizeof(float)); }
+
 // Batch rows are independent sequences. On the CPU, in float, with at least 8 rows per thread,
 // each thread can take its slice of the rows through every time step alone: its product and its
 // pointwise step touch only its rows, so the threads never wait for each other between steps and
@@ -185,8 +189,7 @@ int64_t row_slices(const Tensor& w_hh, int64_t B) {
         return 0;
     } else {
         const int64_t threads = at::get_num_threads();
-        const bool cached = w_hh.numel() * static_cast<int64_t>(sizeof(float)) <= 256 * 1024;
-        return brgemm_path(w_hh) && cached && threads > 1 && B >= 8 * threads ? threads : 0;
+        return brgemm_path(w_hh) && weight_bytes(w_hh) <= 256 * 1024 && threads > 1 && B >= 8 * threads ? threads : 0;
     }
 }
 
@@ -234,22 +237,23 @@ void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Ten
     product(all_rows(out), all_rows(xs), w_t, false);
 }
 
-// Whether a batch of one runs its per-step products as dot products over the rows of the weight's
-// transpose (cpu::matvec) rather than through brgemm. That pays where the weight no longer stays in
-// a core's cache, so that every step streams it from L3. Measured on the 2-core AMD EPYC build
-// machine, medians of alternating runs of the LSTM op at batch 1: the forward took 0.80x
-// the time at H = 256 (w_hh 1 MB), 0.79x at H = 512 and 0.52x at H = 1024, but 1.32x at H = 128
-// (256 KB), where brgemm's register tiles win.
-bool dot_product_steps(const Tensor& w_hh, int64_t B) {
-    return B == 1 && brgemm_path(w_hh) && w_hh.numel() * static_cast<int64_t>(sizeof(float)) > 512 * 1024;
+// Whether a batch of one runs its per-step products through a single-row kernel that reads the
+// weight in stored order (a `streamed` Operand) rather than through brgemm. That pays where the
+// weight no longer stays in a core's cache, so that every step streams it from L3. Measured on
+// the 2-core AMD EPYC build machine, medians of alternating runs of the LSTM op at batch 1: the
+// forward took 0.80x the time at H = 256 (w_hh 1 MB), 0.79x at H = 512 and 0.52x at H = 1024,
+// but 1.32x at H = 128 (256 KB), where brgemm's register tiles win.
+bool streamed_steps(const Tensor& w_hh, int64_t B) {
+    return B == 1 && brgemm_path(w_hh) && weight_bytes(w_hh) > 512 * 1024;
 }
 
-// w_hh^T, the right operand of the forward's per-step products [B, H] x [H, G*H]. In the dot-product
-// form each step reads w_hh itself, with no copy. Otherwise a contiguous copy, which brgemm needs,
-// pays for itself over many rows; for a handful (T * B < 8) the transposed view goes to at::mm,
-// which reads it in place: copying a 1024 x 256 weight cost more than that step's product.
+// w_hh^T, the right operand of the forward's per-step products [B, H] x [H, G*H]. Streamed, each
+// step reads w_hh itself as dot products over its rows, with no copy. Otherwise a contiguous copy,
+// which brgemm needs, pays for itself over many rows; for a handful (T * B < 8) the transposed
+// view goes to at::mm, which reads it in place: copying a 1024 x 256 weight cost more than that
+// step's product.
 Operand recurrent_operand(const Tensor& w_hh, int64_t T, int64_t B) {
-    if (dot_product_steps(w_hh, B)) return {w_hh.t(), w_hh.contiguous()};
+    if (streamed_steps(w_hh, B)) return Operand::streamed_rows(w_hh.t(), w_hh.contiguous());
     return T * B < 8 ? w_hh.t() : transposed(w_hh);
 }
 
@@ -458,14 +462,17 @@ BackwardResult backward(const Cell& cell, const OptTensor& grad_y, const OptTens
     if (c0.defined()) b.dc = initial_grad(grad_cT, c0);
     b.dpre = at::empty({T, B, G * H}, y.options());
     b.dpre_h = Cell::separate_recurrent ? at::empty({T, B, G * H}, y.options()) : b.dpre;
-    // The right operand of the per-step products dpre_h w_hh and, for the dot-product form, its
-    // transpose. That copy costs about as much as a few steps' products, so it pays only over a
-    // long window and a weight far beyond the cache: at H = 1024 (16 MB) the backward took 0.70x
-    // the time at T = 50 and 0.76x at T = 200 but 1.25x at T = 10; at H = 512, 0.93x at T = 100
-    // and 1.8x at T = 20 (the same runs as dot_product_steps).
-    const bool dot_steps = dot_product_steps(w_hh, B) && T >= 32 &&
-                           w_hh.numel() * static_cast<int64_t>(sizeof(float)) >= 8 * 1024 * 1024;
-    const Operand w_hh_c = dot_steps ? Operand{w_hh.contiguous(), transposed(w_hh)} : Operand{w_hh.contiguous()};
+    // The right operand of the per-step products dpre_h w_hh, [1, G*H] x [G*H, H] at batch 1.
+    // Streamed, each step sums the rows of w_hh weighted by dpre_h, with no transposed copy. That
+    // pays later than in the forward: brgemm splits the columns, so each thread's share of w_hh
+    // stays in its own core's cache longer. Medians of alternating runs of the LSTM op's backward
+    // at batch 1, streamed against brgemm: 0.71x the time at H = 1024 (16 MB) and T = 200, 0.91x
+    // at T = 50, 1.03x at T = 10; GRU at H = 1024 (12 MB), T = 50: 0.70x; but LSTM at H = 512
+    // (4 MB) 1.14x at T = 100 and 1.06x at T = 10.
+    const Tensor w_c = w_hh.contiguous();
+    const Operand w_hh_c = streamed_steps(w_hh, B) && weight_bytes(w_hh) >= 8 * 1024 * 1024
+                               ? Operand::streamed_rows(w_c)
+                               : Operand{w_c};
     dispatch(Device{}, w_hh.scalar_type(), [&](auto tag) {
         using scalar_t = typename decltype(tag)::type;
         time_loop(T, B, row_slices<Device>(w_hh, B), true, [&](int64_t t, int64_t b0, int64_t b1, bool whole) {

@@ -18,9 +18,12 @@ template <typename S> void transpose_rows(const S* in, int64_t C, S* o, int64_t 
 // gradient kept in the layout its product made it in.
 template <typename S> void add_transposed(S* w, const S* g, int64_t R, int64_t C, S alpha);
 
-// y[n] = dot(w[n, :], x), or += with `accumulate`, for the row-major float w [N, K]: the product
-// x^T w^T of a single row, reading w in the order it is stored (see matvec.cpp).
-void matvec(const float* w, int64_t N, int64_t K, const float* x, float* y, bool accumulate);
+// Single-row products that read the weight in the order it is stored (see matvec.cpp), with
+// y = or += the result (`accumulate`):
+// y[n] = dot(w[n, :], x) for the row-major w [N, K] (the product x^T w^T), and
+// y[n] = sum_k x[k] b[k, n] for the row-major b [K, N] (the product x^T b).
+template <typename S> void matvec(const S* w, int64_t N, int64_t K, const S* x, S* y, bool accumulate);
+template <typename S> void vecmat(const S* b, int64_t K, int64_t N, const S* x, S* y, bool accumulate);
 
 // The input-weight gradient of token ids: table[ids[r]] += src[r] for every row r of src
 // [rows, width]; then, when column_sums is given, column_sums = the column sums of table
