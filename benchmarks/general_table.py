@@ -2,7 +2,9 @@
 
     python benchmarks/general_table.py lstm_h64.json lstm_h128.json ... [--out all.json]
 
-Prints the markdown table and summary of all their rows, as `format_table` prints one run's.
+Prints the markdown table and summary of all their rows, as `format_table` prints one run's. A
+cell timed in several of the runs keeps the row of the last file that has it, so a slice timed
+again (`--batch 1`, say) goes after the runs it replaces.
 """
 
 import argparse

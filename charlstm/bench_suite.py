@@ -297,21 +297,30 @@ def run_suite(kinds=CELL_KINDS, device="cpu", budget_s=0.6, cells=None, memory=T
     return result
 
 
+CELL_KEY = ("kind", "batch", "hidden", "steps", "layers", "input")
+
+
 def combine(results):
     """Several runs' results (slices of a grid timed apart) as one: their rows, one summary.
 
-    Peaks, machine and settings are the first run's; each run's own peaks stay in `runs`."""
+    A cell timed in more than one run keeps the row of the last run that timed it, in the place
+    of its first: a slice timed again replaces what it covers. Peaks, machine and settings are
+    the first run's; each run's own peaks stay in `runs`."""
     first = results[0]
     combined = {k: v for k, v in first.items() if k not in ("rows", "summary", "memory", "seconds")}
     combined["cells"] = sorted({k for r in results for k in r["cells"]})
-    combined["rows"] = [row for r in results for row in r["rows"]]
+    rows = {}
+    for r in results:
+        for row in r["rows"]:
+            rows[tuple(row[k] for k in CELL_KEY)] = row
+    combined["rows"] = list(rows.values())
     combined["summary"] = summarize(combined["rows"])
-    combined["runs"] = [{"hidden": r.get("hidden"), "cells": r["cells"], "peaks": r["peaks"],
-                         "seconds": r["seconds"]} for r in results]
+    combined["runs"] = [{"hidden": r.get("hidden"), "batch": r.get("batch"), "cells": r["cells"],
+                         "peaks": r["peaks"], "seconds": r["seconds"]} for r in results]
     combined["seconds"] = sum(r["seconds"] for r in results)
     memory = [r["memory"] for r in results if "memory" in r]
     if memory:
-        combined["memory"] = memory[0]
+        combined["memory"] = memory[-1]
     return combined
 
 
@@ -383,27 +392,28 @@ def format_table(result):
     return "\n".join(lines)
 
 
-def parse_hidden(spec, kinds):
-    """`--hidden 64,128` -> (64, 128): hidden sizes of the grids of `kinds`; None for all."""
+def parse_grid_values(spec, kinds, field):
+    """`--hidden 64,128` -> (64, 128): values of `field` ("hidden", "batch") offered by the grids
+    of `kinds`; None for all."""
     if spec is None:
         return None
-    offered = sorted({h for k in kinds for h in GRIDS[k].hidden})
+    offered = sorted({v for k in kinds for v in getattr(GRIDS[k], field)})
     try:
-        sizes = tuple(int(v) for v in spec.split(",") if v.strip())
+        values = tuple(int(v) for v in spec.split(",") if v.strip())
     except ValueError:
-        sizes = ()
-    if not sizes or any(h not in offered for h in sizes):
-        raise ValueError(f"--hidden {spec!r}: choose comma-separated sizes from {offered}")
-    return sizes
+        values = ()
+    if not values or any(v not in offered for v in values):
+        raise ValueError(f"--{field} {spec!r}: choose comma-separated sizes from {offered}")
+    return values
 
 
 def general_suite(cells="lstm,gru,rnn", device="cpu", budget_s=0.6, out=None, json_output=False,
-                  hidden=None):
+                  hidden=None, batch=None):
     """The `charlstm bench --suite general` command: run, write `out`, print JSON or the table.
 
-    `hidden` ("64,128") keeps only the grid cells of those hidden sizes, so that a long grid can
-    be timed in several short runs; the peak-memory comparison runs with the slice holding its
-    cell.
+    `hidden` ("64,128") and `batch` ("1") keep only the grid cells of those hidden sizes and
+    batch sizes, so that a long grid can be timed in several short runs, or a part of it timed
+    again; the peak-memory comparison runs with the slice holding its cell.
     """
     from charlstm.checkpoint import atomic_write_bytes
 
@@ -413,12 +423,14 @@ def general_suite(cells="lstm,gru,rnn", device="cpu", budget_s=0.6, out=None, js
         raise ValueError(f"unknown cell(s) {unknown}: choose from {', '.join(CELL_KINDS)}")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is visible (see `charlstm info`)")
-    sizes = parse_hidden(hidden, kinds)
-    chosen = [c for c in grid_cells(kinds) if sizes is None or c.hidden in sizes]
-    memory = sizes is None or MEMORY_CELL[1] in sizes
+    sizes, batches = parse_grid_values(hidden, kinds, "hidden"), parse_grid_values(batch, kinds, "batch")
+    chosen = [c for c in grid_cells(kinds)
+              if (sizes is None or c.hidden in sizes) and (batches is None or c.batch in batches)]
+    memory = (sizes is None or MEMORY_CELL[1] in sizes) and (batches is None or MEMORY_CELL[0] in batches)
     result = run_suite(kinds, device, budget_s, cells=chosen, memory=memory,
                        log=lambda row: print(json.dumps(row), file=sys.stderr))
     result["hidden"] = list(sizes) if sizes else None
+    result["batch"] = list(batches) if batches else None
     if out:
         atomic_write_bytes(out, json.dumps(result, indent=2).encode())
     print(json.dumps(result) if json_output else format_table(result))

@@ -38,6 +38,9 @@ def bench(
         help="With --suite general: only these comma-separated hidden sizes of the grid, e.g. "
              "64,128 (time a long grid in several runs).")]
     = None,
+    batch: Annotated[Optional[str], typer.Option(
+        help="With --suite general: only these comma-separated batch sizes of the grid, e.g. 1.")]
+    = None,
 ):
     """Time one training step (forward, softmax cross-entropy, backward, clip, SGD) per backend."""
     import torch
@@ -60,7 +63,7 @@ def bench(
             raise ValueError(f"unknown suite {suite!r}: the one suite is 'general'")
         if budget < 0:
             raise ValueError(f"--budget must be at least 0, got {budget}")
-        general_suite(cells, device, budget, out, json_output, hidden)
+        general_suite(cells, device, budget, out, json_output, hidden, batch)
         return
     result = bench_training_step(sizes, chosen, rounds, steps_per_round, device=device,
                                  log=lambda row: typer.echo(json.dumps(row), err=True))

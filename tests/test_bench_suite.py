@@ -84,6 +84,7 @@ def test_step_peak_memory_runs_each_backend_in_its_own_process():
     (["--suite", "general", "--cells", "lstm,elman"], "unknown cell(s) ['elman']"),
     (["--suite", "general", "--cells", "gru", "--hidden", "128"], "choose comma-separated sizes"),
     (["--suite", "general", "--hidden", "64,x"], "--hidden '64,x'"),
+    (["--suite", "general", "--cells", "gru", "--batch", "16"], "--batch '16': choose comma-separated sizes from [1, 64]"),
 ])
 def test_bench_suite_bad_options(args, message):
     result = CliRunner().invoke(app, ["bench", *args])
@@ -107,12 +108,18 @@ def test_hidden_slices_the_grid(monkeypatch):
     assert ran["memory"] is False and result["hidden"] == [64, 1024]
     suite.general_suite("lstm", hidden="512")
     assert ran["memory"] is True
+    result = suite.general_suite("lstm,rnn", batch="1", hidden="1024")
+    assert {(c.batch, c.hidden) for c in ran["cells"]} == {(1, 1024)}
+    assert len(ran["cells"]) == 4 * 2 * 2 + 2 * 2 * 2
+    assert ran["memory"] is False and result["batch"] == [1]
+    suite.general_suite("lstm", batch="64,128", hidden="512")
+    assert ran["memory"] is True and {c.batch for c in ran["cells"]} == {64, 128}
 
 
 def test_combine_joins_slices_and_recomputes_the_summary():
     def run(hidden, ratios, memory=False):
-        rows = [{"kind": "lstm", "batch": 1, "hidden": hidden, "steps": 10, "layers": 1, "input": "float",
-                 "ratio": r} for r in ratios]
+        rows = [{"kind": "lstm", "batch": 1, "hidden": hidden, "steps": 10 * (i + 1), "layers": 1, "input": "float",
+                 "ratio": r} for i, r in enumerate(ratios)]
         r = {"suite": "general", "cells": ["lstm"], "peaks": {"torch_mm_gflops": 1.0}, "rows": rows,
              "summary": suite.summarize(rows), "seconds": 2.0, "hidden": [hidden]}
         if memory:
@@ -126,6 +133,21 @@ def test_combine_joins_slices_and_recomputes_the_summary():
     assert s["below_1_5_hidden_le_128"] == 1
     assert combined["seconds"] == 4.0 and combined["memory"]["charlstm_kib"] == 2
     assert [r["hidden"] for r in combined["runs"]] == [[64], [512]]
+
+
+def test_combine_keeps_the_last_run_of_a_cell_timed_again():
+    def run(rows, seconds):
+        return {"suite": "general", "cells": ["lstm"], "peaks": {}, "rows": rows, "summary": suite.summarize(rows),
+                "seconds": seconds}
+
+    def row(batch, ratio):
+        return {"kind": "lstm", "batch": batch, "hidden": 512, "steps": 10, "layers": 1, "input": "float",
+                "ratio": ratio}
+
+    combined = suite.combine([run([row(1, 0.8), row(64, 1.2)], 5.0), run([row(1, 1.1)], 1.0)])
+    assert [(r["batch"], r["ratio"]) for r in combined["rows"]] == [(1, 1.1), (64, 1.2)]
+    assert combined["summary"]["lstm"]["cells"] == 2 and combined["summary"]["lstm"]["below_1"] == 0
+    assert combined["seconds"] == 6.0
 
 
 def test_the_table_of_a_slice_without_small_cells_has_its_summary():
