@@ -6,6 +6,7 @@
 #include <ATen/native/CPUBlas.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "cpu/loops.h"
 
@@ -37,6 +38,42 @@ void brgemm(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t l
 }
 
 void brgemm_release() { at::native::cpublas::brgemm_release(false); }
+
+// out[M, N] (+)= a[M, K] w[N, K]^T, computed as the transpose of w a^T: w, a weight too large for
+// the cache, is brgemm's left operand, read a band of rows at a time in stored order against a^T
+// [K, M], which stays in cache; each thread takes a run of bands and writes their columns of out.
+// Bands of 256 rows and reductions up to 1024 keep the micro-kernel calls few (64 rows in chunks of
+// 256 ran at half the speed at M = 16, K = 1024), and the reduction short enough for its full
+// register tile.
+void weight_left_product(const Rows& out, const Rows& a, const Tensor& w, bool accumulate) {
+    constexpr int64_t band = 256, reduction = 1024;
+    const int64_t M = a.rows, K = a.cols(), N = w.size(0);
+    Tensor a_t = at::empty({K, M}, w.options());
+    transpose_into(a.data<float>(), M, K, a_t.data_ptr<float>(), M);
+    const float* pw = w.data_ptr<float>();
+    const float* pa = a_t.data_ptr<float>();
+    float* po = out.data<float>();
+    at::parallel_for(0, (N + band - 1) / band, 1, [&](int64_t s0, int64_t s1) {
+        std::vector<float> c(band * M);
+        for (int64_t s = s0; s < s1; ++s) {
+            const int64_t n0 = s * band, rows = std::min(band, N - n0);
+            for (int64_t k0 = 0; k0 < K; k0 += reduction) {
+                at::native::cpublas::brgemm(rows, M, std::min(reduction, K - k0), K, M, M, k0 > 0, pw + n0 * K + k0,
+                                            pa + k0 * M, c.data());
+            }
+            for (int64_t m = 0; m < M; ++m) {
+                float* o = po + m * N + n0;
+                const float* col = c.data() + m;
+                if (accumulate) {
+                    for (int64_t r = 0; r < rows; ++r) o[r] += col[r * M];
+                } else {
+                    for (int64_t r = 0; r < rows; ++r) o[r] = col[r * M];
+                }
+            }
+        }
+        brgemm_release();
+    });
+}
 #endif
 
 void aten_product(const Rows& out, const Rows& a, const Tensor& b, bool accumulate) {
@@ -76,6 +113,13 @@ void product(const Rows& out, const Rows& a, const Operand& operand, bool accumu
             return;
         }
     }
+#ifdef CHARLSTM_BRGEMM
+    if (M > 1 && operand.streamed && !this_thread && K > 0 && N > 0 && operand.b_t.defined() &&
+        brgemm_path(operand.b_t) && operand.b_t.is_contiguous()) {
+        weight_left_product(out, a, operand.b_t, accumulate);
+        return;
+    }
+#endif
     if (!brgemm_path(b) || !b.is_contiguous() || M == 0 || K == 0 || N == 0) {
         TORCH_INTERNAL_ASSERT(!this_thread || M == 0 || K == 0 || N == 0,
                               "product on the calling thread needs the brgemm path");

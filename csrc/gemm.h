@@ -37,10 +37,11 @@ inline Rows all_rows(const Tensor& t) { return {t, 0, t.numel() / std::max<int64
 bool brgemm_path(const Tensor& t);
 
 // The right operand of a product: b [K, N] and, for a weight that does not stay in cache, how a
-// single-row product on the CPU in float reads it. `streamed` ones are read in stored order: as N
-// dot products over the rows of b_t [N, K] (contiguous; cpu::matvec) where the caller holds it,
-// and then b itself may be any view, since it is not read; otherwise as the rows of b weighted by
-// the row on the left (cpu::vecmat).
+// product on the CPU in float reads it. `streamed` ones are read in stored order. Where the caller
+// holds b_t [N, K] (contiguous), b itself may be any view, since it is not read: a single row
+// takes N dot products over the rows of b_t (cpu::matvec), several rows the product b_t a^T with
+// b_t as brgemm's left operand, transposed into out. Without b_t, a single row sums the rows of b
+// weighted by its values (cpu::vecmat); several rows go to brgemm as usual.
 struct Operand {
     Tensor b, b_t;
     bool streamed = false;

@@ -237,23 +237,30 @@ void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Ten
     product(all_rows(out), all_rows(xs), w_t, false);
 }
 
-// Whether a batch of one runs its per-step products through a single-row kernel that reads the
-// weight in stored order (a `streamed` Operand) rather than through brgemm. That pays where the
-// weight no longer stays in a core's cache, so that every step streams it from L3. Measured on
-// the 2-core AMD EPYC build machine, medians of alternating runs of the LSTM op at batch 1: the
-// forward took 0.80x the time at H = 256 (w_hh 1 MB), 0.79x at H = 512 and 0.52x at H = 1024,
-// but 1.32x at H = 128 (256 KB), where brgemm's register tiles win.
-bool streamed_steps(const Tensor& w_hh, int64_t B) {
-    return B == 1 && brgemm_path(w_hh) && weight_bytes(w_hh) > 512 * 1024;
+// A weight of this size or more is far beyond a core's cache (1 MB of L2 on the build machine).
+constexpr int64_t kFarBeyondCache = 8 * 1024 * 1024;
+
+// Whether the forward's per-step products read w_hh in stored order (a `streamed` Operand) rather
+// than as brgemm's right operand, a transposed copy. Measured on the 2-core AMD EPYC build machine:
+// - At batch 1, as dot products over its rows, where w_hh is over 512 KB and so streams from L3
+//   every step. Medians of alternating runs of the LSTM op: the forward took 0.80x the time at
+//   H = 256 (w_hh 1 MB), 0.79x at H = 512 and 0.52x at H = 1024, but 1.32x at H = 128 (256 KB),
+//   where brgemm's register tiles win.
+// - For larger batches, as brgemm's left operand, where w_hh is 8 MB or more. A char-rnn training
+//   step (Adam), alternating with the transposed copy in one process, took 0.88x the time at
+//   (B, H, T) = (16, 1024, 10), 0.95x at (64, 1024, 10) and 0.96x at (128, 1024, 10), and a GRU's
+//   0.94x at (64, 1024, 10); with an LSTM of 512 units (4 MB) 0.98x to 1.02x, with 256 (1 MB) up
+//   to 1.08x.
+bool streamed_forward(const Tensor& w_hh, int64_t B) {
+    return brgemm_path(w_hh) && weight_bytes(w_hh) > (B == 1 ? 512 * 1024 : kFarBeyondCache - 1);
 }
 
 // w_hh^T, the right operand of the forward's per-step products [B, H] x [H, G*H]. Streamed, each
-// step reads w_hh itself as dot products over its rows, with no copy. Otherwise a contiguous copy,
-// which brgemm needs, pays for itself over many rows; for a handful (T * B < 8) the transposed
-// view goes to at::mm, which reads it in place: copying a 1024 x 256 weight cost more than that
-// step's product.
+// step reads w_hh itself, with no copy. Otherwise a contiguous copy, which brgemm needs, pays for
+// itself over many rows; for a handful (T * B < 8) the transposed view goes to at::mm, which reads
+// it in place: copying a 1024 x 256 weight cost more than that step's product.
 Operand recurrent_operand(const Tensor& w_hh, int64_t T, int64_t B) {
-    if (streamed_steps(w_hh, B)) return Operand::streamed_rows(w_hh.t(), w_hh.contiguous());
+    if (streamed_forward(w_hh, B)) return Operand::streamed_rows(w_hh.t(), w_hh.contiguous());
     return T * B < 8 ? w_hh.t() : transposed(w_hh);
 }
 
@@ -494,7 +501,7 @@ BackwardResult backward(const Cell& cell, const OptTensor& grad_y, const OptTens
     // at T = 50, 1.03x at T = 10; GRU at H = 1024 (12 MB), T = 50: 0.70x; but LSTM at H = 512
     // (4 MB) 1.14x at T = 100 and 1.06x at T = 10.
     const Tensor w_c = w_hh.contiguous();
-    const Operand w_hh_c = streamed_steps(w_hh, B) && weight_bytes(w_hh) >= 8 * 1024 * 1024
+    const Operand w_hh_c = B == 1 && brgemm_path(w_hh) && weight_bytes(w_hh) >= kFarBeyondCache
                                ? Operand::streamed_rows(w_c)
                                : Operand{w_c};
     dispatch(Device{}, w_hh.scalar_type(), [&](auto tag) {

@@ -206,6 +206,15 @@ def test_float32_batch_of_one_with_weights_beyond_the_cache(cell, ids):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("ids", [False, True])
+def test_float32_batch_with_a_weight_over_8_mb(cell, ids):
+    """With a recurrent weight of 8 MB or more, a batch of several rows reads w_hh as the left
+    operand of each step's product and transposes the [G*H, B] result into the step's gates; 5
+    rows leave a remainder in every vector of the transpose."""
+    assert_float32_rule(cell, *make(cell, 6, 5, 27, 1024, ids=ids), ids=ids)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_float32_batch_of_one_with_a_weight_over_8_mb(cell):
     """With a recurrent weight of 8 MB or more, the backward's per-step products of a batch of one
     are streamed too: each step sums the rows of w_hh weighted by that step's gradient."""
