@@ -20,6 +20,7 @@ reaches, which is higher on some machines (AMD EPYC among them). Token ids count
 projection: they are a row lookup, not a product.
 """
 
+import ctypes
 import json
 import math
 import os
@@ -341,6 +342,26 @@ def summarize(rows):
     return out
 
 
+def steady_allocator():
+    """Fixes glibc's mmap and trim thresholds for this process; returns whether they were set.
+
+    By default glibc raises its mmap threshold as large blocks are freed and trims the top of its
+    heap. A training step that frees and allocates blocks of many MiB (a 1024-unit LSTM's W_hh
+    gradient is 16 MiB, and so are Adam's temporaries for it) then finds its memory returned to the
+    system on some steps and faults it in again: in one process the same cell's step alternated
+    between about 17 and 33 ms, for either backend, so a cell's ratio depended on when the run
+    met it. Blocks up to 32 MiB (glibc's largest threshold) now stay in the heap, which is never
+    trimmed."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, (1 << 31) - 1))
+
+
 def machine_description():
     model = platform.processor() or platform.machine()
     try:
@@ -358,8 +379,9 @@ def format_table(result):
     """The result as a markdown table, one row per cell, and the summary lines."""
     peaks = result["peaks"]
     onednn = f"{peaks['onednn_gflops']:.0f}" if peaks["onednn_gflops"] else "n/a"
+    allocator = "; glibc heap thresholds fixed" if result.get("steady_allocator") else ""
     lines = [f"charlstm.nn vs torch.nn, one training step, ms (median); {result['device']}, {result['threads']} "
-             f"threads, torch {result['torch']}; {result['machine']}",
+             f"threads, torch {result['torch']}; {result['machine']}{allocator}",
              f"product floor: matrix-product FLOPs / peak; torch.mm {peaks['torch_mm_gflops']:.0f} GFLOP/s, "
              f"oneDNN {onednn} GFLOP/s; floor / torch and floor / charlstm: the share of each backend's step "
              "that its products would take at the higher peak",
@@ -423,6 +445,7 @@ def general_suite(cells="lstm,gru,rnn", device="cpu", budget_s=0.6, out=None, js
         raise ValueError(f"unknown cell(s) {unknown}: choose from {', '.join(CELL_KINDS)}")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is visible (see `charlstm info`)")
+    steady = steady_allocator()
     sizes, batches = parse_grid_values(hidden, kinds, "hidden"), parse_grid_values(batch, kinds, "batch")
     chosen = [c for c in grid_cells(kinds)
               if (sizes is None or c.hidden in sizes) and (batches is None or c.batch in batches)]
@@ -431,6 +454,7 @@ def general_suite(cells="lstm,gru,rnn", device="cpu", budget_s=0.6, out=None, js
                        log=lambda row: print(json.dumps(row), file=sys.stderr))
     result["hidden"] = list(sizes) if sizes else None
     result["batch"] = list(batches) if batches else None
+    result["steady_allocator"] = steady
     if out:
         atomic_write_bytes(out, json.dumps(result, indent=2).encode())
     print(json.dumps(result) if json_output else format_table(result))

@@ -5,6 +5,7 @@ reports what it measured consistently.
 """
 
 import json
+import sys
 
 import pytest
 import torch
@@ -133,6 +134,19 @@ def test_combine_joins_slices_and_recomputes_the_summary():
     assert s["below_1_5_hidden_le_128"] == 1
     assert combined["seconds"] == 4.0 and combined["memory"]["charlstm_kib"] == 2
     assert [r["hidden"] for r in combined["runs"]] == [[64], [512]]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the thresholds are glibc's")
+def test_the_suite_fixes_the_allocator_thresholds_and_says_so(monkeypatch):
+    assert suite.steady_allocator() is True
+    format_table = suite.format_table
+    monkeypatch.setattr(suite, "run_suite", lambda *a, **k: {"rows": [], "summary": {}, "peaks": {}})
+    monkeypatch.setattr(suite, "format_table", lambda result: "")
+    assert suite.general_suite("rnn", hidden="64", batch="1")["steady_allocator"] is True
+    result = {"device": "cpu", "threads": 2, "torch": "x", "machine": "m", "seconds": 1.0, "rows": [],
+              "peaks": {"torch_mm_gflops": 100.0, "onednn_gflops": None}, "summary": {}}
+    assert "thresholds fixed" not in format_table(result)
+    assert "glibc heap thresholds fixed" in format_table(result | {"steady_allocator": True})
 
 
 def test_combine_keeps_the_last_run_of_a_cell_timed_again():
