@@ -30,10 +30,10 @@ namespace {
 constexpr int64_t kReductionBlock = 256;
 
 void brgemm(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool accumulate,
-            const float* a, const float* b, float* c) {
-    for (int64_t k0 = 0; k0 < K; k0 += kReductionBlock) {
-        at::native::cpublas::brgemm(M, N, std::min(kReductionBlock, K - k0), lda, ldb, ldc, accumulate || k0 > 0,
-                                    a + k0, b + k0 * ldb, c);
+            const float* a, const float* b, float* c, int64_t block = kReductionBlock) {
+    for (int64_t k0 = 0; k0 < K; k0 += block) {
+        at::native::cpublas::brgemm(M, N, std::min(block, K - k0), lda, ldb, ldc, accumulate || k0 > 0, a + k0,
+                                    b + k0 * ldb, c);
     }
 }
 
@@ -57,10 +57,7 @@ void weight_left_product(const Rows& out, const Rows& a, const Tensor& w, bool a
         std::vector<float> c(band * M);
         for (int64_t s = s0; s < s1; ++s) {
             const int64_t n0 = s * band, rows = std::min(band, N - n0);
-            for (int64_t k0 = 0; k0 < K; k0 += reduction) {
-                at::native::cpublas::brgemm(rows, M, std::min(reduction, K - k0), K, M, M, k0 > 0, pw + n0 * K + k0,
-                                            pa + k0 * M, c.data());
-            }
+            brgemm(rows, M, K, K, M, M, false, pw + n0 * K, pa, c.data(), reduction);
             for (int64_t m = 0; m < M; ++m) {
                 float* o = po + m * N + n0;
                 const float* col = c.data() + m;
@@ -102,24 +99,24 @@ bool brgemm_path(const Tensor& t) {
 void product(const Rows& out, const Rows& a, const Operand& operand, bool accumulate, bool this_thread) {
     const Tensor& b = operand.b;
     const int64_t M = a.rows, K = a.cols(), N = b.size(1);
-    if (M == 1 && operand.streamed && !this_thread && K > 0 && N > 0) {
+    if (operand.streamed && !this_thread && M > 0 && K > 0 && N > 0) {
         const Tensor& b_t = operand.b_t;
-        if (b_t.defined() && brgemm_path(b_t) && b_t.is_contiguous()) {
+        const bool by_rows_of_b_t = b_t.defined() && brgemm_path(b_t) && b_t.is_contiguous();
+        if (M == 1 && by_rows_of_b_t) {
             cpu::matvec(b_t.data_ptr<float>(), N, K, a.data<float>(), out.data<float>(), accumulate);
             return;
         }
-        if (!b_t.defined() && brgemm_path(b) && b.is_contiguous()) {
+        if (M == 1 && !b_t.defined() && brgemm_path(b) && b.is_contiguous()) {
             cpu::vecmat(b.data_ptr<float>(), K, N, a.data<float>(), out.data<float>(), accumulate);
             return;
         }
-    }
 #ifdef CHARLSTM_BRGEMM
-    if (M > 1 && operand.streamed && !this_thread && K > 0 && N > 0 && operand.b_t.defined() &&
-        brgemm_path(operand.b_t) && operand.b_t.is_contiguous()) {
-        weight_left_product(out, a, operand.b_t, accumulate);
-        return;
-    }
+        if (by_rows_of_b_t) {
+            weight_left_product(out, a, b_t, accumulate);
+            return;
+        }
 #endif
+    }
     if (!brgemm_path(b) || !b.is_contiguous() || M == 0 || K == 0 || N == 0) {
         TORCH_INTERNAL_ASSERT(!this_thread || M == 0 || K == 0 || N == 0,
                               "product on the calling thread needs the brgemm path");

@@ -252,7 +252,8 @@ constexpr int64_t kFarBeyondCache = 8 * 1024 * 1024;
 //   0.94x at (64, 1024, 10); with an LSTM of 512 units (4 MB) 0.98x to 1.02x, with 256 (1 MB) up
 //   to 1.08x.
 bool streamed_forward(const Tensor& w_hh, int64_t B) {
-    return brgemm_path(w_hh) && weight_bytes(w_hh) > (B == 1 ? 512 * 1024 : kFarBeyondCache - 1);
+    if (!brgemm_path(w_hh)) return false;
+    return B == 1 ? weight_bytes(w_hh) > 512 * 1024 : weight_bytes(w_hh) >= kFarBeyondCache;
 }
 
 // w_hh^T, the right operand of the forward's per-step products [B, H] x [H, G*H]. Streamed, each
@@ -331,14 +332,12 @@ WeightGrad weight_grad(const Tensor& dpre, const Tensor& x, bool transposed_out,
 // (T*B < H), prev is concatenated and the gradient computed in its own layout (grad_in_layout).
 WeightGrad recurrent_weight_grad(const Tensor& dpre, const Tensor& h0, const Tensor& y, bool transposed_out) {
     const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
+    const auto previous = [&] { return at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).reshape({-1, H}); };
     if (!brgemm_path(dpre)) {
-        const Tensor prev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).reshape({-1, H});
+        const Tensor prev = previous();
         return {transposed_out ? prev.t().mm(dpre) : dpre.t().mm(prev), dpre.sum(0)};
     }
-    if (!transposed_out && T * B < H) {
-        const Tensor prev = at::cat({h0.reshape({B, H}), y.narrow(0, 0, T - 1).reshape({-1, H})});
-        return {grad_in_layout(dpre, prev), dpre.sum(0)};
-    }
+    if (!transposed_out && T * B < H) return {grad_in_layout(dpre, previous()), dpre.sum(0)};
     Tensor prev_t = at::empty({H + 1, T * B}, y.options());
     float* o = prev_t.data_ptr<float>();
     transpose_into(h0.data_ptr<float>(), B, H, o, T * B);
