@@ -85,14 +85,11 @@ void weight_left_product(const Rows& out, const Rows& a, const Tensor& w, bool a
         for (int64_t s = s0; s < s1; ++s) {
             const int64_t n0 = s * band, rows = std::min(band, N - n0);
             brgemm(rows, M, K, K, M, M, false, pw + n0 * K, pa, c.data(), reduction);
-            for (int64_t m = 0; m < M; ++m) {
-                float* o = po + m * N + n0;
-                const float* col = c.data() + m;
-                if (accumulate) {
-                    for (int64_t r = 0; r < rows; ++r) o[r] += col[r * M];
-                } else {
-                    for (int64_t r = 0; r < rows; ++r) o[r] = col[r * M];
-                }
+            // The band's [rows, M] result is columns n0.. of out [M, N], transposed.
+            if (accumulate) {
+                cpu::add_transposed_rows(po + n0, N, c.data(), M, rows, 1.0f, 0, M);
+            } else {
+                cpu::transpose_rows(c.data(), M, po + n0, N, 0, rows);
             }
         }
         brgemm_release();

@@ -18,6 +18,11 @@ template <typename S> void transpose_rows(const S* in, int64_t C, S* o, int64_t 
 // gradient kept in the layout its product made it in.
 template <typename S> void add_transposed(S* w, const S* g, int64_t R, int64_t C, S alpha);
 
+// The same for rows [r0, r1) of a w whose rows are ldw apart (a block of columns of a wider
+// matrix), on the calling thread.
+template <typename S>
+void add_transposed_rows(S* w, int64_t ldw, const S* g, int64_t R, int64_t C, S alpha, int64_t r0, int64_t r1);
+
 // Single-row products that read the weight in the order it is stored (see matvec.cpp), with
 // y = or += the result (`accumulate`):
 // y[n] = dot(w[n, :], x) for the row-major w [N, K] (the product x^T w^T), and

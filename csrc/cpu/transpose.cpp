@@ -44,13 +44,13 @@ CHARLSTM_ALWAYS_INLINE void transpose_scalar(const S* in, int64_t C, S* o, int64
     });
 }
 
-// w[r, c] += alpha * g[c, r] for rows [r0, r1) of the row-major [R, C] w and g [C, R]: an SGD
-// update from a gradient kept transposed.
+// w[r, c] += alpha * g[c, r] for rows [r0, r1) of the row-major [R, C] w (rows ldw apart) and the
+// contiguous g [C, R].
 template <typename S>
-CHARLSTM_ALWAYS_INLINE void add_transposed_scalar(S* w, const S* g, int64_t R, int64_t C, S alpha, int64_t r0,
-                                                  int64_t r1) {
+CHARLSTM_ALWAYS_INLINE void add_transposed_scalar(S* w, int64_t ldw, const S* g, int64_t R, int64_t C, S alpha,
+                                                  int64_t r0, int64_t r1) {
     transposed_tiles(g, R, 0, C, r0, r1, [&](int64_t r, int64_t c, const S* seg, int64_t n) {
-        S* row = w + r * C + c;
+        S* row = w + r * ldw + c;
         for (int64_t k = 0; k < n; ++k) row[k] += alpha * seg[k];
     });
 }
@@ -104,8 +104,8 @@ __attribute__((target("avx2,fma"))) void transpose_avx2(const float* in, int64_t
 }
 
 // add_transposed_scalar's contract by 8 x 8 register blocks.
-__attribute__((target("avx2,fma"))) void add_transposed_avx2(float* w, const float* g, int64_t R, int64_t C,
-                                                             float alpha, int64_t r0, int64_t r1) {
+__attribute__((target("avx2,fma"))) void add_transposed_avx2(float* w, int64_t ldw, const float* g, int64_t R,
+                                                             int64_t C, float alpha, int64_t r0, int64_t r1) {
     const int64_t rows8 = r0 + (r1 - r0) / 8 * 8, cols8 = C / 8 * 8;
     const __m256 a = _mm256_set1_ps(alpha);
     for (int64_t rb = r0; rb < rows8; rb += 8) {
@@ -114,21 +114,21 @@ __attribute__((target("avx2,fma"))) void add_transposed_avx2(float* w, const flo
             for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(g + (cb + k) * R + rb);
             transpose8(r);
             for (int k = 0; k < 8; ++k) {
-                float* row = w + (rb + k) * C + cb;
+                float* row = w + (rb + k) * ldw + cb;
                 _mm256_storeu_ps(row, _mm256_fmadd_ps(a, r[k], _mm256_loadu_ps(row)));
             }
         }
         for (int64_t r = rb; r < rb + 8; ++r) {
-            for (int64_t c = cols8; c < C; ++c) w[r * C + c] += alpha * g[c * R + r];
+            for (int64_t c = cols8; c < C; ++c) w[r * ldw + c] += alpha * g[c * R + r];
         }
     }
-    if (rows8 < r1) add_transposed_scalar(w, g, R, C, alpha, rows8, r1);
+    if (rows8 < r1) add_transposed_scalar(w, ldw, g, R, C, alpha, rows8, r1);
 }
 #endif
 
 }  // namespace
 
-// Float has AVX2 builds of these two; double always runs the scalar loops.
+// Float has AVX2 builds of these; double always runs the scalar loops.
 template <typename S>
 void transpose_rows(const S* in, int64_t C, S* o, int64_t ldo, int64_t r0, int64_t r1) {
 #ifdef CHARLSTM_X86_DISPATCH
@@ -140,21 +140,26 @@ void transpose_rows(const S* in, int64_t C, S* o, int64_t ldo, int64_t r0, int64
 }
 
 template <typename S>
+void add_transposed_rows(S* w, int64_t ldw, const S* g, int64_t R, int64_t C, S alpha, int64_t r0, int64_t r1) {
+#ifdef CHARLSTM_X86_DISPATCH
+    if constexpr (std::is_same_v<S, float>) {
+        if (active_simd() != Simd::Baseline) return add_transposed_avx2(w, ldw, g, R, C, alpha, r0, r1);
+    }
+#endif
+    add_transposed_scalar(w, ldw, g, R, C, alpha, r0, r1);
+}
+
+template <typename S>
 void add_transposed(S* w, const S* g, int64_t R, int64_t C, S alpha) {
     // Strips of 16 rows of w, about 16k values per chunk.
     at::parallel_for(0, (R + 15) / 16, std::max<int64_t>(1, 16384 / (16 * C)), [&](int64_t b0, int64_t b1) {
-        const int64_t r0 = b0 * 16, r1 = std::min(R, b1 * 16);
-#ifdef CHARLSTM_X86_DISPATCH
-        if constexpr (std::is_same_v<S, float>) {
-            if (active_simd() != Simd::Baseline) return add_transposed_avx2(w, g, R, C, alpha, r0, r1);
-        }
-#endif
-        add_transposed_scalar(w, g, R, C, alpha, r0, r1);
+        add_transposed_rows(w, C, g, R, C, alpha, b0 * 16, std::min(R, b1 * 16));
     });
 }
 
-#define CHARLSTM_INSTANTIATE(S)                                                             \
-    template void transpose_rows<S>(const S*, int64_t, S*, int64_t, int64_t, int64_t); \
+#define CHARLSTM_INSTANTIATE(S)                                                                         \
+    template void transpose_rows<S>(const S*, int64_t, S*, int64_t, int64_t, int64_t);                  \
+    template void add_transposed_rows<S>(S*, int64_t, const S*, int64_t, int64_t, S, int64_t, int64_t); \
     template void add_transposed<S>(S*, const S*, int64_t, int64_t, S);
 CHARLSTM_INSTANTIATE(float)
 CHARLSTM_INSTANTIATE(double)
