@@ -47,10 +47,15 @@ void brgemm_release() { at::native::cpublas::brgemm_release(false); }
 // on two threads of a 2-core AMD EPYC, column split against row blocks: [3200, 65] x [65, 1024]
 // 180 -> 208, [512, 43] x [43, 1024] 99 -> 215, [12800, 65] x [65, 512] 134 -> 194,
 // [3200, 1024] x [1024, 64] 142 -> 218, [640, 1024] x [1024, 64] 105 -> 227,
-// [512, 1024] x [1024, 42] 99 -> 174. The weight gradients, reductions over thousands of rows,
-// keep the column split ([257, 3200] x [3200, 1024]: 186 against 83), as do products of more
-// than 1024 columns ([512, 65] x [65, 4096]: 214 against 204).
-constexpr int64_t kTallRows = 256;  // per thread, at least: four blocks of 64
+// [512, 1024] x [1024, 42] 99 -> 174. Other shapes keep the column split: the weight gradients,
+// reductions over thousands of rows ([257, 3200] x [3200, 1024]: 186 against 83), products of
+// more than 1024 columns ([512, 65] x [65, 4096]: 214 against 204), and long reductions into
+// many columns, the input gradient of a layer over another ([1280, 2048] x [2048, 512]: 218
+// against 203; 190 against 204 at 6400 rows), and products below 4M multiply-adds, where the
+// blocks' calls cost more than they save (the classifier's [640, 64] x [64, 27]: 166 against 132).
+bool tall(int64_t M, int64_t N, int64_t K, int64_t threads) {
+    return threads > 1 && M >= 256 * threads && M * N * K >= (1 << 22) && ((K <= 256 && N <= 1024) || N <= 128);
+}
 
 void tall_product(int64_t M, int64_t N, int64_t K, bool accumulate, const float* a, const float* b, float* c) {
     constexpr int64_t rows = 64, cols = 256, reduction = 1024;
@@ -157,7 +162,7 @@ void product(const Rows& out, const Rows& a, const Operand& operand, bool accumu
         return;
     }
     const int64_t wanted = M * N * K < (1 << 16) ? 1 : at::get_num_threads();
-    if (wanted > 1 && M >= kTallRows * wanted && K <= 4 * M && N <= 1024) {
+    if (tall(M, N, K, wanted)) {
         tall_product(M, N, K, accumulate, pa, pb, pc);
         return;
     }
