@@ -43,8 +43,8 @@ void brgemm_release() { at::native::cpublas::brgemm_release(false); }
 // window ([T*B, I+1] x [I+1, G*H]) and the input gradient ([T*B, G*H] x [G*H, I]). The threads
 // take blocks of 64 rows, each block in pieces of 256 columns and reductions of up to 1024 (the
 // micro-kernel keeps its full register tile there); `product`'s split of the columns between two
-// threads, each walking thousands of rows, ran these at half the machine's peak or less. GFLOP/s
-// on two threads of a 2-core AMD EPYC, column split against row blocks: [3200, 65] x [65, 1024]
+// threads, each walking thousands of rows, ran these well below the machine's peak. GFLOP/s on
+// two threads of a 2-core AMD EPYC, column split against row blocks: [3200, 65] x [65, 1024]
 // 180 -> 208, [512, 43] x [43, 1024] 99 -> 215, [12800, 65] x [65, 512] 134 -> 194,
 // [3200, 1024] x [1024, 64] 142 -> 218, [640, 1024] x [1024, 64] 105 -> 227,
 // [512, 1024] x [1024, 42] 99 -> 174. Other shapes keep the column split: the weight gradients,
