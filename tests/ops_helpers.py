@@ -1,6 +1,8 @@
 """Shared pieces of the fused ops' tests: each op and its reference by cell, inputs of any shape,
 layout and device, the gradients of a run, and the same run through torch.nn."""
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 
@@ -108,3 +110,14 @@ def assert_within_twice_the_reference(fused, ref, exact, floor=1e-6):
     plus `floor` times the largest exact value (at least 1), so that a reference exact by chance
     does not demand an exact fused op. 1e-6 is about 8 float32 ulp of that value."""
     assert error(fused, exact) <= 2 * error(ref, exact) + floor * max(1.0, exact.abs().max().item())
+
+
+@contextmanager
+def torch_threads(n):
+    """torch's intra-op thread count set to n for the block, and restored after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from charlstm import ops, reference
 
 from ops_helpers import (GATES, TORCH_MODULES, assert_within_twice_the_reference, cell_fn, flat, grads,
-                        kwargs_of, loss_of, make, run, seq_fn, torch_nn_run)
+                        kwargs_of, loss_of, make, run, seq_fn, torch_nn_run, torch_threads)
 
 # (T, B, I, H): B=1, T=1, T>=200, hidden sizes 1, 7, 33, 257, input sizes 1 and 27.
 SHAPES = [(1, 1, 1, 1), (1, 4, 27, 7), (6, 1, 27, 33), (5, 3, 1, 8), (201, 2, 27, 7), (3, 2, 5, 257)]
@@ -188,12 +188,8 @@ def test_float32_batch_slices_per_thread(cell, ids, threads, bias):
     """On the CPU a float batch of at least 8 rows per thread runs as one slice of rows per thread
     through all time steps; 37 rows split unevenly over 2 and 3 threads, stay on the per-step path
     with 5 and 1. Each way must meet the float32 rule."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         assert_float32_rule(cell, *make(cell, 6, 37, 27, 33, ids=ids, bias=bias), ids=ids)
-    finally:
-        torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("cell", list(GATES))
@@ -228,12 +224,8 @@ def test_float32_products_over_many_rows(cell):
     and the input gradient) run in blocks of 64 rows, 256 columns and reductions of 1024: 549 rows
     leave a block of 37, the GRU's 900 and the RNN's 300 columns a piece of 132 and of 44, and the
     LSTM's input gradient reduces over 1200 in two pieces."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with torch_threads(2):
         assert_float32_rule(cell, *make(cell, 9, 61, 27, 300))
-    finally:
-        torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("cell", list(GATES))
