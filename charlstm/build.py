@@ -8,8 +8,9 @@ from charlstm import __version__
 
 
 def build_info() -> dict:
-    """Torch version, whether CUDA kernels were compiled and for which GPUs, OpenMP and SIMD,
-    threads, and the visible GPUs with how charlstm's kernels run on each."""
+    """Torch version, whether CUDA kernels were compiled and for which GPUs, OpenMP and SIMD, how
+    float products run on this CPU, threads, and the visible GPUs with how charlstm's kernels run
+    on each."""
     from charlstm import ops  # loads the extension
 
     compiled = json.loads(torch.ops.charlstm.build_info())
@@ -35,6 +36,7 @@ def build_info() -> dict:
         "cuda_ptx": ptx,
         "openmp": compiled["openmp"],
         "cpu_kernels": compiled["cpu_simd"],
+        "cpu_products": torch.ops.charlstm.cpu_products(),
         "threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),
         "cuda_devices": devices,

@@ -4,8 +4,10 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
+#include <ATen/Version.h>
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "cpu/loops.h"
@@ -100,7 +102,59 @@ void weight_left_product(const Rows& out, const Rows& a, const Tensor& w, bool a
         brgemm_release();
     });
 }
+
+// out (+)= a b with b packed in panels (Operand::panels): each panel is one micro-kernel call
+// over a contiguous [K, kPanel] block, the threads taking runs of panels.
+void panel_product(const Rows& out, const Rows& a, const Operand& operand, bool accumulate, bool this_thread) {
+    const int64_t M = a.rows, K = a.cols(), N = operand.b.size(1), P = operand.panels.size(0);
+    const float* pa = a.data<float>();
+    const float* pp = operand.panels.data_ptr<float>();
+    float* pc = out.data<float>();
+    const auto run = [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+            const int64_t n0 = p * kPanel;
+            brgemm(M, std::min(kPanel, N - n0), K, K, kPanel, N, accumulate, pa, pp + p * K * kPanel, pc + n0);
+        }
+    };
+    const int64_t threads = this_thread || M * N * K < (1 << 16) ? 1 : std::min<int64_t>(at::get_num_threads(), P);
+    if (threads == 1) {
+        run(0, P);
+        return;
+    }
+    at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) run(P * i / threads, P * (i + 1) / threads);
+        brgemm_release();
+    });
+}
 #endif
+
+// panels[p, k, j] = b[k, p * kPanel + j] for b [K, N] with any strides, zeros past N.
+Tensor pack_panels(const Tensor& b) {
+    const int64_t K = b.size(0), N = b.size(1), P = (N + kPanel - 1) / kPanel;
+    Tensor panels = at::empty({P, K, kPanel}, b.options());
+    const float* src = b.data_ptr<float>();
+    float* dst = panels.data_ptr<float>();
+    const int64_t sk = b.stride(0), sn = b.stride(1);
+    at::parallel_for(0, P, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K * kPanel)), [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+            const int64_t n0 = p * kPanel, n = std::min(kPanel, N - n0);
+            float* d = dst + p * K * kPanel;
+            if (sn == 1) {
+                for (int64_t k = 0; k < K; ++k) {
+                    std::copy(src + k * sk + n0, src + k * sk + n0 + n, d + k * kPanel);
+                    std::fill(d + k * kPanel + n, d + (k + 1) * kPanel, 0.0f);
+                }
+            } else {
+                // Column j of the panel is row n0 + j of b^T, read in order.
+                for (int64_t j = 0; j < kPanel; ++j) {
+                    const float* col = src + (n0 + j) * sn;
+                    for (int64_t k = 0; k < K; ++k) d[k * kPanel + j] = j < n ? col[k * sk] : 0.0f;
+                }
+            }
+        }
+    });
+    return panels;
+}
 
 void aten_product(const Rows& out, const Rows& a, const Tensor& b, bool accumulate) {
     Tensor o = out.view();
@@ -117,7 +171,43 @@ void aten_product(const Rows& out, const Rows& a, const Tensor& b, bool accumula
     }
 }
 
+// 0: automatic, 1: Stored, 2: Panels.
+std::atomic<int> products_override{0};
+
+CpuProducts detected_cpu_products() {
+    // ATen's own pick of vector kernels for this CPU ("DEFAULT", "AVX2", "AVX512", ...), which
+    // ATEN_CPU_CAPABILITY can lower.
+    static const CpuProducts mode = at::get_cpu_capability() == "AVX512" ? CpuProducts::Stored : CpuProducts::Panels;
+    return mode;
+}
+
 }  // namespace
+
+CpuProducts cpu_products() {
+    const int o = products_override.load(std::memory_order_relaxed);
+    return o == 0 ? detected_cpu_products() : o == 1 ? CpuProducts::Stored : CpuProducts::Panels;
+}
+
+void set_cpu_products(std::optional<CpuProducts> mode) {
+    products_override.store(!mode ? 0 : *mode == CpuProducts::Stored ? 1 : 2);
+}
+
+const char* cpu_products_name(CpuProducts mode) { return mode == CpuProducts::Stored ? "stored" : "panels"; }
+
+bool window_brgemm(const Tensor& t, int64_t rows) {
+    return brgemm_path(t) && (cpu_products() == CpuProducts::Stored || rows < kWindowRowsForMm);
+}
+
+Operand Operand::per_step(const Tensor& b, int64_t rows) {
+    const int64_t bytes = b.numel() * static_cast<int64_t>(b.element_size());
+    Operand o(b);
+    if (brgemm_path(b) && cpu_products() == CpuProducts::Panels && rows > 1 && bytes > kPanelsFrom) {
+        o.panels = pack_panels(b);
+    } else if (!b.is_contiguous()) {
+        o.b = b.t().is_contiguous() ? transposed(b.t()) : b.contiguous();
+    }
+    return o;
+}
 
 bool brgemm_path(const Tensor& t) {
 #ifdef CHARLSTM_BRGEMM
@@ -134,6 +224,12 @@ bool brgemm_path(const Tensor& t) {
 void product(const Rows& out, const Rows& a, const Operand& operand, bool accumulate, bool this_thread) {
     const Tensor& b = operand.b;
     const int64_t M = a.rows, K = a.cols(), N = b.size(1);
+#ifdef CHARLSTM_BRGEMM
+    if (operand.panels.defined() && M > 0 && K > 0 && N > 0) {
+        panel_product(out, a, operand, accumulate, this_thread);
+        return;
+    }
+#endif
     if (operand.streamed && !this_thread && M > 0 && K > 0 && N > 0) {
         const Tensor& b_t = operand.b_t;
         const bool by_rows_of_b_t = b_t.defined() && brgemm_path(b_t) && b_t.is_contiguous();

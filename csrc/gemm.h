@@ -1,16 +1,18 @@
 // The one place that knows which matrix-product kernel runs.
 //
 // Float products on the CPU run oneDNN's batch-reduce GEMM micro-kernel through ATen's
-// cpublas::brgemm (an ATen-internal API) on row-major operands, split between torch's threads
-// here. Everything else (double, CUDA, and every product when the installed torch does not offer
-// the float brgemm, as 2.4 does not) goes to at::mm. The callers name operands as blocks of rows
-// of contiguous tensors, so the per-step products of the drivers cost no tensor construction.
+// cpublas::brgemm (an ATen-internal API), split between torch's threads here. How depends on the
+// vector width of the CPU (CpuProducts below). Everything else (double, CUDA, and every product
+// when the installed torch does not offer the float brgemm, as 2.4 does not) goes to at::mm. The
+// callers name operands as blocks of rows of contiguous tensors, so the per-step products of the
+// drivers cost no tensor construction.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 
 namespace charlstm {
 
@@ -36,14 +38,45 @@ inline Rows all_rows(const Tensor& t) { return {t, 0, t.numel() / std::max<int64
 // `this_thread` set.
 bool brgemm_path(const Tensor& t);
 
+// How float products run on this CPU, chosen once from the vector kernels ATen picked for it
+// (ATEN_CPU_CAPABILITY can lower that pick):
+// - `Stored` (AVX-512): brgemm reads every operand in its stored, row-major layout, the per-step
+//   products as well as those over a whole window (the input projection, the input and weight
+//   gradients).
+// - `Panels` (AVX2 and below): a per-step right operand over kPanelsFrom bytes is packed once per
+//   call in panels of kPanel columns, each [K, kPanel] and contiguous, for products of more than
+//   one row; and products over a window of kWindowRowsForMm rows or more go to at::mm. On a 2-core
+//   AMD EPYC (Zen 3, AVX2, 512 KB of L2 per core), GFLOP/s on two threads, stored layout against
+//   panels: [64, 256] x [256, 1024] 49 -> 91, [16, 256] x [256, 1024] 47 -> 87,
+//   [64, 512] x [512, 2048] 37 -> 75 (a weight of 256 KB or less: 84 -> 87, about even). There
+//   brgemm's per-call tiles read the 4 KB rows of w_hh^T at H = 256, 256 rows a call, from the
+//   same few sets of L1 and from beyond a core's L2; a panel is one contiguous run. at::mm (MKL)
+//   packs its own operands: the weight gradient [1024, 640] x [640, 256] at 97 against brgemm's
+//   53 in the stored layout, while over 50 rows the two were even and brgemm won the op.
+// set_cpu_products overrides the choice for the process (the tests run both); nullopt restores it.
+enum class CpuProducts { Stored, Panels };
+constexpr int64_t kPanel = 16;
+constexpr int64_t kPanelsFrom = 512 * 1024;
+constexpr int64_t kWindowRowsForMm = 256;
+CpuProducts cpu_products();
+void set_cpu_products(std::optional<CpuProducts> mode);
+const char* cpu_products_name(CpuProducts mode);
+
+// Whether a product over a window of `rows` rows (not one step's) with this operand runs brgemm,
+// and so wants its operands row-major; otherwise the callers hand at::mm transposed views.
+bool window_brgemm(const Tensor& t, int64_t rows);
+
 // The right operand of a product: b [K, N] and, for a weight that does not stay in cache, how a
 // product on the CPU in float reads it. `streamed` ones are read in stored order. Where the caller
 // holds b_t [N, K] (contiguous), b itself may be any view, since it is not read: a single row
 // takes N dot products over the rows of b_t (cpu::matvec), several rows the product b_t a^T with
 // b_t as brgemm's left operand, transposed into out. Without b_t, a single row sums the rows of b
 // weighted by its values (cpu::vecmat); several rows go to brgemm as usual.
+//
+// `panels` holds b packed for the per-step products (CpuProducts::Panels): [ceil(N / kPanel), K,
+// kPanel], panel p holding columns p * kPanel.. of b, zeros past N.
 struct Operand {
-    Tensor b, b_t;
+    Tensor b, b_t, panels;
     bool streamed = false;
 
     Operand(const Tensor& b_) : b(b_) {}
@@ -52,6 +85,9 @@ struct Operand {
         o.b_t = b_t, o.streamed = true;
         return o;
     }
+    // The right operand b [K, N] (any strides) of a product repeated every step over `rows` rows:
+    // packed in panels where this CPU's products want them, else contiguous.
+    static Operand per_step(const Tensor& b, int64_t rows);
 };
 
 // out[M, N] = a[M, K] b[K, N], or += when `accumulate`; b is contiguous [K, N].

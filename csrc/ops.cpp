@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "device.h"
+#include "gemm.h"
 #include "sequence.h"
 #include "stack.h"
 #include "steps.h"
@@ -453,6 +454,19 @@ std::string build_info() {
     return s.str();
 }
 
+// The CPU's float product layout (gemm.h): "stored" or "panels", or "auto" for the one chosen for
+// this CPU; no argument leaves it. Returns the layout in effect.
+std::string cpu_products_op(std::optional<std::string> mode) {
+    if (mode) {
+        TORCH_CHECK(*mode == "auto" || *mode == "stored" || *mode == "panels",
+                    "cpu_products: mode must be 'auto', 'stored' or 'panels', got '", *mode, "'");
+        set_cpu_products(*mode == "auto"     ? std::nullopt
+                         : *mode == "stored" ? std::optional{CpuProducts::Stored}
+                                             : std::optional{CpuProducts::Panels});
+    }
+    return cpu_products_name(cpu_products());
+}
+
 }  // namespace
 
 TORCH_LIBRARY(charlstm, m) {
@@ -492,6 +506,7 @@ TORCH_LIBRARY(charlstm, m) {
           "Tensor[] saved, str cell, bool has_biases, float dropout, bool input_grad, bool state_grad) "
           "-> (Tensor dx, Tensor[] dhx, Tensor[] dweights)");
     m.def("build_info() -> str", &build_info);
+    m.def("cpu_products(str? mode=None) -> str", &cpu_products_op);
 }
 
 namespace {

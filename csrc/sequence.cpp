@@ -218,7 +218,7 @@ void time_loop(int64_t T, int64_t B, int64_t slices, bool backward, const Body& 
 // writing it into `out` first (what addmm does) cost as much as a third of the product at I = 64.
 void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Tensor out) {
     const Tensor x2d = x.reshape({-1, x.size(2)});
-    if (!brgemm_path(w_ih)) {
+    if (!window_brgemm(w_ih, x.size(0) * x.size(1))) {
         if (bias.defined()) {
             at::addmm_out(out, bias, x2d, w_ih.t());
         } else {
@@ -262,7 +262,7 @@ bool streamed_forward(const Tensor& w_hh, int64_t B) {
 // it in place: copying a 1024 x 256 weight cost more than that step's product.
 Operand recurrent_operand(const Tensor& w_hh, int64_t T, int64_t B) {
     if (streamed_forward(w_hh, B)) return Operand::streamed_rows(w_hh.t(), w_hh.contiguous());
-    return T * B < 8 ? w_hh.t() : transposed(w_hh);
+    return T * B < 8 ? Operand(w_hh.t()) : Operand::per_step(w_hh.t(), B);
 }
 
 // w_ih^T with a bias folded in: row v is the input projection of token v. `transposed` always
@@ -312,7 +312,7 @@ Tensor grad_in_layout(const Tensor& dpre, const Tensor& a) {
 // view, and ~0.1 ms more to transpose it back. Over fewer rows than inputs (N < K) it is computed
 // in its own layout instead (grad_in_layout).
 WeightGrad weight_grad(const Tensor& dpre, const Tensor& x, bool transposed_out, bool bias) {
-    if (!brgemm_path(dpre)) {
+    if (!window_brgemm(dpre, dpre.size(0))) {
         return {transposed_out ? x.t().mm(dpre) : dpre.t().mm(x), bias ? dpre.sum(0) : Tensor()};
     }
     const int64_t N = x.size(0), K = x.size(1);
@@ -333,7 +333,7 @@ WeightGrad weight_grad(const Tensor& dpre, const Tensor& x, bool transposed_out,
 WeightGrad recurrent_weight_grad(const Tensor& dpre, const Tensor& h0, const Tensor& y, bool transposed_out) {
     const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
     const auto previous = [&] { return at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).reshape({-1, H}); };
-    if (!brgemm_path(dpre)) {
+    if (!window_brgemm(dpre, dpre.size(0))) {
         const Tensor prev = previous();
         return {transposed_out ? prev.t().mm(dpre) : dpre.t().mm(prev), dpre.sum(0)};
     }
@@ -394,7 +394,7 @@ std::tuple<Tensor, Tensor, Tensor> input_grads(const Tensor& dpre, const Tensor&
     }
     const Tensor x2d = x.reshape({-1, x.size(2)});
     Tensor dx;
-    if (input_grad && brgemm_path(dpre)) {
+    if (input_grad && window_brgemm(dpre, dpre.size(0))) {
         // dpre w_ih, with w_ih [G*H, I] itself as the row-major right operand.
         dx = at::empty(x.sizes(), dpre.options());
         product(all_rows(dx), all_rows(dpre), w_ih.contiguous(), false);
@@ -499,10 +499,9 @@ BackwardResult backward(const Cell& cell, const OptTensor& grad_y, const OptTens
     // at batch 1, streamed against brgemm: 0.71x the time at H = 1024 (16 MB) and T = 200, 0.91x
     // at T = 50, 1.03x at T = 10; GRU at H = 1024 (12 MB), T = 50: 0.70x; but LSTM at H = 512
     // (4 MB) 1.14x at T = 100 and 1.06x at T = 10.
-    const Tensor w_c = w_hh.contiguous();
     const Operand w_hh_c = B == 1 && brgemm_path(w_hh) && weight_bytes(w_hh) >= kFarBeyondCache
-                               ? Operand::streamed_rows(w_c)
-                               : Operand{w_c};
+                               ? Operand::streamed_rows(w_hh.contiguous())
+                               : Operand::per_step(w_hh, B);
     dispatch(Device{}, w_hh.scalar_type(), [&](auto tag) {
         using scalar_t = typename decltype(tag)::type;
         time_loop(T, B, row_slices<Device>(w_hh, B), true, [&](int64_t t, int64_t b0, int64_t b1, bool whole) {

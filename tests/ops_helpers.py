@@ -113,6 +113,17 @@ def assert_within_twice_the_reference(fused, ref, exact, floor=1e-6):
 
 
 @contextmanager
+def cpu_products(mode):
+    """The CPU's float products in `mode` ("stored" or "panels", see csrc/gemm.h) for the block,
+    then the layout chosen for this CPU again."""
+    torch.ops.charlstm.cpu_products(mode)
+    try:
+        yield
+    finally:
+        torch.ops.charlstm.cpu_products("auto")
+
+
+@contextmanager
 def torch_threads(n):
     """torch's intra-op thread count set to n for the block, and restored after it."""
     previous = torch.get_num_threads()

@@ -54,6 +54,17 @@ def test_a_cpu_simd_the_kernels_have_no_build_of_is_named_with_the_valid_ones():
         assert kernels.startswith("baseline") if wanted == "baseline" else kernels
 
 
+def test_float_products_follow_the_vector_kernels_torch_picked():
+    out = run_charlstm("info", "--json")
+    assert out.returncode == 0, out.stderr
+    wide = torch.backends.cpu.get_cpu_capability() == "AVX512"
+    assert json.loads(out.stdout)["cpu_products"] == ("stored" if wide else "panels")
+    # Below AVX-512, chosen by ATEN_CPU_CAPABILITY as by the processor.
+    out = run_charlstm("info", "--json", ATEN_CPU_CAPABILITY="avx2")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["cpu_products"] == "panels"
+
+
 # ---- which GPUs the compiled CUDA code runs on ----
 
 BUILT = (["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"], ["compute_120"])

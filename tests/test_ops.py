@@ -13,8 +13,11 @@ import torch.nn.functional as F
 
 from charlstm import ops, reference
 
-from ops_helpers import (GATES, TORCH_MODULES, assert_within_twice_the_reference, cell_fn, flat, grads,
-                        kwargs_of, loss_of, make, run, seq_fn, torch_nn_run, torch_threads)
+from ops_helpers import (GATES, TORCH_MODULES, assert_within_twice_the_reference, cell_fn, cpu_products, flat,
+                        grads, kwargs_of, loss_of, make, run, seq_fn, torch_nn_run, torch_threads)
+
+# The two ways float products run on a CPU (csrc/gemm.h); each CPU picks one, the tests run both.
+PRODUCTS = ["stored", "panels"]
 
 # (T, B, I, H): B=1, T=1, T>=200, hidden sizes 1, 7, 33, 257, input sizes 1 and 27.
 SHAPES = [(1, 1, 1, 1), (1, 4, 27, 7), (6, 1, 27, 33), (5, 3, 1, 8), (201, 2, 27, 7), (3, 2, 5, 257)]
@@ -176,8 +179,26 @@ def assert_float32_rule(cell, x, states, weights, ids=False):
 
 @pytest.mark.parametrize("cell", list(GATES))
 @pytest.mark.parametrize("shape", [(10, 64, 27, 64), (50, 8, 27, 33), (3, 2, 1, 257)], ids=str)
-def test_float32_error_within_twice_the_references(cell, shape, device):
-    assert_float32_rule(cell, *make(cell, *shape, device=device))
+@pytest.mark.parametrize("products", PRODUCTS)
+def test_float32_error_within_twice_the_references(cell, shape, products, device):
+    with cpu_products(products):
+        assert_float32_rule(cell, *make(cell, *shape, device=device))
+
+
+# Recurrent weights just over 512 KB: LSTM and GRU with 300 units (1.4 MB and 1.1 MB), the RNN
+# with 370 (548 KB). Their per-step products pack w_hh in panels of 16 columns: 300 and 370 leave
+# a last panel of 12 and 2 columns, the GRU's 900 gate columns one of 4.
+PANEL_HIDDEN = {"lstm": 300, "gru": 300, "rnn_tanh": 370, "rnn_relu": 370}
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("steps", [6, 60], ids=["30_rows", "300_rows"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_float32_per_step_products_from_panels(cell, steps, threads):
+    """Per-step products read from panels, split between 1 to 3 threads, meet the float32 rule,
+    with the window's products on brgemm (30 rows) and on torch.mm (300 rows)."""
+    with cpu_products("panels"), torch_threads(threads):
+        assert_float32_rule(cell, *make(cell, steps, 5, 27, PANEL_HIDDEN[cell]))
 
 
 @pytest.mark.parametrize("cell", list(GATES))
@@ -220,11 +241,11 @@ def test_float32_batch_of_one_with_a_weight_over_8_mb(cell):
 
 @pytest.mark.parametrize("cell", list(GATES))
 def test_float32_products_over_many_rows(cell):
-    """On two threads or more, the products over all T*B rows of a window (the input projection
-    and the input gradient) run in blocks of 64 rows, 256 columns and reductions of 1024: 549 rows
+    """In the stored layout on two threads or more, the products over all T*B rows of a window (the
+    input projection and the input gradient) run in blocks of 64 rows, 256 columns and reductions of 1024: 549 rows
     leave a block of 37, the GRU's 900 and the RNN's 300 columns a piece of 132 and of 44, and the
     LSTM's input gradient reduces over 1200 in two pieces."""
-    with torch_threads(2):
+    with cpu_products("stored"), torch_threads(2):
         assert_float32_rule(cell, *make(cell, 9, 61, 27, 300))
 
 
@@ -313,6 +334,14 @@ def test_bad_nonlinearity(fn):
         x = x[0]
     with pytest.raises(RuntimeError, match="nonlinearity must be 'tanh' or 'relu', got 'sigmoid'"):
         fn(x, h, *w, nonlinearity="sigmoid")
+
+
+def test_cpu_products_names_its_modes():
+    with pytest.raises(RuntimeError, match="mode must be 'auto', 'stored' or 'panels', got 'fast'"):
+        torch.ops.charlstm.cpu_products("fast")
+    with cpu_products("panels"):
+        assert torch.ops.charlstm.cpu_products() == "panels"
+    assert torch.ops.charlstm.cpu_products() in PRODUCTS
 
 
 def test_gru_weights_must_have_three_gates():
