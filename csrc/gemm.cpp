@@ -194,8 +194,10 @@ void set_cpu_products(std::optional<CpuProducts> mode) {
 
 const char* cpu_products_name(CpuProducts mode) { return mode == CpuProducts::Stored ? "stored" : "panels"; }
 
-bool window_brgemm(const Tensor& t, int64_t rows) {
-    return brgemm_path(t) && (cpu_products() == CpuProducts::Stored || rows < kWindowRowsForMm);
+bool window_brgemm(const Tensor& w_hh, int64_t rows) {
+    const int64_t bytes = w_hh.numel() * static_cast<int64_t>(w_hh.element_size());
+    return brgemm_path(w_hh) &&
+           (cpu_products() == CpuProducts::Stored || rows < kWindowRowsForMm || bytes <= kPanelsFrom);
 }
 
 Operand Operand::per_step(const Tensor& b, int64_t rows) {

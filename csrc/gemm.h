@@ -43,16 +43,19 @@ bool brgemm_path(const Tensor& t);
 // - `Stored` (AVX-512): brgemm reads every operand in its stored, row-major layout, the per-step
 //   products as well as those over a whole window (the input projection, the input and weight
 //   gradients).
-// - `Panels` (AVX2 and below): a per-step right operand over kPanelsFrom bytes is packed once per
-//   call in panels of kPanel columns, each [K, kPanel] and contiguous, for products of more than
-//   one row; and products over a window of kWindowRowsForMm rows or more go to at::mm. On a 2-core
+// - `Panels` (AVX2 and below): in a layer whose recurrent weight is over kPanelsFrom bytes, that
+//   weight is packed once per call in panels of kPanel columns, each [K, kPanel] and contiguous,
+//   for per-step products of more than one row, and the products over a window of
+//   kWindowRowsForMm rows or more go to at::mm. Smaller layers run as in `Stored`. On a 2-core
 //   AMD EPYC (Zen 3, AVX2, 512 KB of L2 per core), GFLOP/s on two threads, stored layout against
 //   panels: [64, 256] x [256, 1024] 49 -> 91, [16, 256] x [256, 1024] 47 -> 87,
 //   [64, 512] x [512, 2048] 37 -> 75 (a weight of 256 KB or less: 84 -> 87, about even). There
 //   brgemm's per-call tiles read the 4 KB rows of w_hh^T at H = 256, 256 rows a call, from the
 //   same few sets of L1 and from beyond a core's L2; a panel is one contiguous run. at::mm (MKL)
 //   packs its own operands: the weight gradient [1024, 640] x [640, 256] at 97 against brgemm's
-//   53 in the stored layout, while over 50 rows the two were even and brgemm won the op.
+//   53 in the stored layout, while over 50 rows the two were even and brgemm won the op. With an
+//   LSTM of 128 units (256 KB) the stored layout was ahead: a char-rnn step at (B, H, T) =
+//   (64, 128, 50) was 1.06-1.08x torch.nn.LSTM against 0.99x with the window on at::mm.
 // set_cpu_products overrides the choice for the process (the tests run both); nullopt restores it.
 enum class CpuProducts { Stored, Panels };
 constexpr int64_t kPanel = 16;
@@ -62,9 +65,10 @@ CpuProducts cpu_products();
 void set_cpu_products(std::optional<CpuProducts> mode);
 const char* cpu_products_name(CpuProducts mode);
 
-// Whether a product over a window of `rows` rows (not one step's) with this operand runs brgemm,
-// and so wants its operands row-major; otherwise the callers hand at::mm transposed views.
-bool window_brgemm(const Tensor& t, int64_t rows);
+// Whether the products over a window of `rows` rows (not one step's) of a layer with recurrent
+// weight w_hh run brgemm, and so want their operands row-major; otherwise the callers hand at::mm
+// transposed views.
+bool window_brgemm(const Tensor& w_hh, int64_t rows);
 
 // The right operand of a product: b [K, N] and, for a weight that does not stay in cache, how a
 // product on the CPU in float reads it. `streamed` ones are read in stored order. Where the caller

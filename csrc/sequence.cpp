@@ -216,9 +216,9 @@ void time_loop(int64_t T, int64_t B, int64_t slices, bool backward, const Body& 
 // [T*B, G*H] = x W_ih^T + bias for float inputs, written into `out`. With brgemm, x gets a column
 // of ones and W_ih^T the bias as its last row, so that one product adds the bias: a separate pass
 // writing it into `out` first (what addmm does) cost as much as a third of the product at I = 64.
-void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Tensor out) {
+void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Tensor out, bool brgemm) {
     const Tensor x2d = x.reshape({-1, x.size(2)});
-    if (!window_brgemm(w_ih, x.size(0) * x.size(1))) {
+    if (!brgemm) {
         if (bias.defined()) {
             at::addmm_out(out, bias, x2d, w_ih.t());
         } else {
@@ -311,8 +311,8 @@ Tensor grad_in_layout(const Tensor& dpre, const Tensor& a) {
 // N = 640, K = 256, G*H = 1024 that took ~1.5 ms against ~1.8 ms for at::mm on the transposed
 // view, and ~0.1 ms more to transpose it back. Over fewer rows than inputs (N < K) it is computed
 // in its own layout instead (grad_in_layout).
-WeightGrad weight_grad(const Tensor& dpre, const Tensor& x, bool transposed_out, bool bias) {
-    if (!window_brgemm(dpre, dpre.size(0))) {
+WeightGrad weight_grad(const Tensor& dpre, const Tensor& x, bool transposed_out, bool bias, bool brgemm) {
+    if (!brgemm) {
         return {transposed_out ? x.t().mm(dpre) : dpre.t().mm(x), bias ? dpre.sum(0) : Tensor()};
     }
     const int64_t N = x.size(0), K = x.size(1);
@@ -330,10 +330,11 @@ WeightGrad weight_grad(const Tensor& dpre, const Tensor& x, bool transposed_out,
 // sums of dpre. With brgemm, prev^T [H, T*B] is written directly from h0 and y (no concatenated
 // copy) and the product runs transposed, as in weight_grad; over fewer rows than units
 // (T*B < H), prev is concatenated and the gradient computed in its own layout (grad_in_layout).
-WeightGrad recurrent_weight_grad(const Tensor& dpre, const Tensor& h0, const Tensor& y, bool transposed_out) {
+WeightGrad recurrent_weight_grad(const Tensor& dpre, const Tensor& h0, const Tensor& y, bool transposed_out,
+                                 bool brgemm) {
     const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
     const auto previous = [&] { return at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).reshape({-1, H}); };
-    if (!window_brgemm(dpre, dpre.size(0))) {
+    if (!brgemm) {
         const Tensor prev = previous();
         return {transposed_out ? prev.t().mm(dpre) : dpre.t().mm(prev), dpre.sum(0)};
     }
@@ -386,7 +387,8 @@ Tensor id_gradient(Cuda, const Tensor& dpre, const Tensor& ids, Tensor& dtable, 
 // `bias`, the column sums of dpre, from the pre-activation gradients dpre [T*B, G*H].
 template <class Device>
 std::tuple<Tensor, Tensor, Tensor> input_grads(const Tensor& dpre, const Tensor& x, const Tensor& w_ih,
-                                               bool transposed_out, bool input_grad, bool bias) {
+                                               bool transposed_out, bool input_grad, bool bias,
+                                               bool brgemm) {
     if (is_ids(x)) {
         Tensor dtable = at::zeros({w_ih.size(1), w_ih.size(0)}, w_ih.options());
         const Tensor dbias = id_gradient(Device{}, dpre, x, dtable, bias);
@@ -394,14 +396,14 @@ std::tuple<Tensor, Tensor, Tensor> input_grads(const Tensor& dpre, const Tensor&
     }
     const Tensor x2d = x.reshape({-1, x.size(2)});
     Tensor dx;
-    if (input_grad && window_brgemm(dpre, dpre.size(0))) {
+    if (input_grad && brgemm) {
         // dpre w_ih, with w_ih [G*H, I] itself as the row-major right operand.
         dx = at::empty(x.sizes(), dpre.options());
         product(all_rows(dx), all_rows(dpre), w_ih.contiguous(), false);
     } else if (input_grad) {
         dx = dpre.mm(w_ih).view(x.sizes());
     }
-    WeightGrad g = weight_grad(dpre, x2d, transposed_out, bias);
+    WeightGrad g = weight_grad(dpre, x2d, transposed_out, bias, brgemm);
     return {g.weight, dx, g.bias};
 }
 
@@ -435,7 +437,7 @@ ForwardTensors forward(const Cell& cell, const Tensor& x, const Tensor& h0, cons
         f.ids = x;
         f.table = gather_table(w_ih, input_bias);
     } else {
-        project_inputs(x, w_ih, input_bias, f.pre.view({T * B, G * H}));
+        project_inputs(x, w_ih, input_bias, f.pre.view({T * B, G * H}), window_brgemm(w_hh, T * B));
     }
     if (Cell::separate_recurrent) f.hproj = at::empty({B, G * H}, opts);
     const Operand w_hh_t = recurrent_operand(w_hh, T, B);
@@ -514,14 +516,15 @@ BackwardResult backward(const Cell& cell, const OptTensor& grad_y, const OptTens
         });
     });
     const bool wt = options.transposed_weight_grads;
+    const bool brgemm = window_brgemm(w_hh, T * B);
     const Tensor dpre = b.dpre.view({T * B, G * H}), dpre_h = b.dpre_h.view({T * B, G * H});
     BackwardResult r;
     // The recurrent product brings the recurrent side's bias gradient, which for a cell that adds
     // both biases to the same pre-activations is also the input side's.
     std::tie(r.dw_ih, r.dx, r.db_ih) =
-        input_grads<Device>(dpre, x, w_ih, wt, options.input_grad, Cell::separate_recurrent);
+        input_grads<Device>(dpre, x, w_ih, wt, options.input_grad, Cell::separate_recurrent, brgemm);
     std::tie(r.dw_hh, r.db_hh) = [&] {
-        WeightGrad g = recurrent_weight_grad(dpre_h, h0, y, wt);
+        WeightGrad g = recurrent_weight_grad(dpre_h, h0, y, wt, brgemm);
         return std::pair{g.weight, g.bias};
     }();
     if (!Cell::separate_recurrent) r.db_ih = r.db_hh;

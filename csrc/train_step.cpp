@@ -135,13 +135,11 @@ void clipped_update(Cuda, std::vector<Move>& moves, const Loss& loss, const Norm
 // dlogits w_out^T. brgemm wants row-major operands, so the CPU path copies the transposes, which
 // moves [N, V] rather than [N, H]; at::mm (cuBLAS, double) reads the transposed views in place.
 at::Tensor output_weight_grad_t(const at::Tensor& dlogits, const at::Tensor& y2d) {
-    return window_brgemm(dlogits, dlogits.size(0)) ? linear(transposed(dlogits), y2d, at::Tensor())
-                                                   : at::mm(dlogits.t(), y2d);
+    return brgemm_path(dlogits) ? linear(transposed(dlogits), y2d, at::Tensor()) : at::mm(dlogits.t(), y2d);
 }
 
 at::Tensor output_input_grad(const at::Tensor& dlogits, const at::Tensor& w_out) {
-    return window_brgemm(w_out, dlogits.size(0)) ? linear(dlogits, transposed(w_out), at::Tensor())
-                                                 : at::mm(dlogits, w_out.t());
+    return brgemm_path(w_out) ? linear(dlogits, transposed(w_out), at::Tensor()) : at::mm(dlogits, w_out.t());
 }
 
 }  // namespace
