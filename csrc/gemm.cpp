@@ -194,16 +194,19 @@ void set_cpu_products(std::optional<CpuProducts> mode) {
 
 const char* cpu_products_name(CpuProducts mode) { return mode == CpuProducts::Stored ? "stored" : "panels"; }
 
-bool window_brgemm(const Tensor& w_hh, int64_t rows) {
+// Whether a layer with this recurrent weight runs as `Panels` says (gemm.h), rather than as `Stored`.
+bool panels_layer(const Tensor& w_hh) {
     const int64_t bytes = w_hh.numel() * static_cast<int64_t>(w_hh.element_size());
-    return brgemm_path(w_hh) &&
-           (cpu_products() == CpuProducts::Stored || rows < kWindowRowsForMm || bytes <= kPanelsFrom);
+    return brgemm_path(w_hh) && cpu_products() == CpuProducts::Panels && bytes > kPanelsFrom;
+}
+
+bool window_brgemm(const Tensor& w_hh, int64_t rows) {
+    return brgemm_path(w_hh) && !(panels_layer(w_hh) && rows >= kWindowRowsForMm);
 }
 
 Operand Operand::per_step(const Tensor& b, int64_t rows) {
-    const int64_t bytes = b.numel() * static_cast<int64_t>(b.element_size());
     Operand o(b);
-    if (brgemm_path(b) && cpu_products() == CpuProducts::Panels && rows > 1 && bytes > kPanelsFrom) {
+    if (panels_layer(b) && rows > 1) {
         o.panels = pack_panels(b);
     } else if (!b.is_contiguous()) {
         o.b = b.t().is_contiguous() ? transposed(b.t()) : b.contiguous();

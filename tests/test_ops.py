@@ -242,9 +242,9 @@ def test_float32_batch_of_one_with_a_weight_over_8_mb(cell):
 @pytest.mark.parametrize("cell", list(GATES))
 def test_float32_products_over_many_rows(cell):
     """In the stored layout on two threads or more, the products over all T*B rows of a window (the
-    input projection and the input gradient) run in blocks of 64 rows, 256 columns and reductions of 1024: 549 rows
-    leave a block of 37, the GRU's 900 and the RNN's 300 columns a piece of 132 and of 44, and the
-    LSTM's input gradient reduces over 1200 in two pieces."""
+    input projection and the input gradient) run in blocks of 64 rows, 256 columns and reductions
+    of 1024: 549 rows leave a block of 37, the GRU's 900 and the RNN's 300 columns a piece of 132
+    and of 44, and the LSTM's input gradient reduces over 1200 in two pieces."""
     with cpu_products("stored"), torch_threads(2):
         assert_float32_rule(cell, *make(cell, 9, 61, 27, 300))
 
