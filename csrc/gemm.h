@@ -48,7 +48,7 @@ bool brgemm_path(const Tensor& t);
 //   for per-step products of more than one row, and the products over a window of
 //   kWindowRowsForMm rows or more go to at::mm. Smaller layers run as in `Stored`. On a 2-core
 //   AMD EPYC (Zen 3, AVX2, 512 KB of L2 per core), GFLOP/s on two threads, stored layout against
-//   panels: [64, 256] x [256, 1024] 49 -> 91, [16, 256] x [256, 1024] 47 -> 87,
+//   panels of 16 columns: [64, 256] x [256, 1024] 49 -> 91, [16, 256] x [256, 1024] 47 -> 87,
 //   [64, 512] x [512, 2048] 37 -> 75 (a weight of 256 KB or less: 84 -> 87, about even). There
 //   brgemm's per-call tiles read the 4 KB rows of w_hh^T at H = 256, 256 rows a call, from the
 //   same few sets of L1 and from beyond a core's L2; a panel is one contiguous run. at::mm (MKL)
@@ -56,9 +56,16 @@ bool brgemm_path(const Tensor& t);
 //   53 in the stored layout, while over 50 rows the two were even and brgemm won the op. With an
 //   LSTM of 128 units (256 KB) the stored layout was ahead: a char-rnn step at (B, H, T) =
 //   (64, 128, 50) was 1.06-1.08x torch.nn.LSTM against 0.99x with the window on at::mm.
+//   Panels of 32 columns rather than 16, same machine, three alternating runs of each (the op's
+//   forward and backward against torch.nn's, in the same process): LSTM (B, H, T) = (64, 512, 50)
+//   forward 1.09-1.27x -> 1.15-1.18x, backward 1.00-1.05x -> 1.08-1.09x; (128, 512, 10) 0.91-0.97x
+//   -> 1.00-1.03x and 0.87-0.95x -> 0.96-1.01x; GRU (64, 512, 50) backward 1.69-1.74x ->
+//   1.91-1.98x; RNN (64, 1024, 50) forward 1.49-1.55x -> 1.79-2.02x. 48 columns were slower than 16.
+//   Per-step products on at::mm, or on MKL's packed sgemm with w_hh packed once per call, were
+//   slower than panels in every such shape (0.6-0.9x the op's speed at H = 512).
 // set_cpu_products overrides the choice for the process (the tests run both); nullopt restores it.
 enum class CpuProducts { Stored, Panels };
-constexpr int64_t kPanel = 16;
+constexpr int64_t kPanel = 32;
 constexpr int64_t kPanelsFrom = 512 * 1024;
 constexpr int64_t kWindowRowsForMm = 256;
 CpuProducts cpu_products();
