@@ -1,3 +1,5 @@
+import signal
+
 import pytest
 import torch
 
@@ -23,3 +25,13 @@ def _in_a_scratch_folder(tmp_path, monkeypatch):
     """Every test runs in its own empty folder: training commands save under ./runs by default,
     and a test must find no run there but its own."""
     monkeypatch.chdir(tmp_path)
+
+
+def pytest_configure(config):
+    """Ctrl-C reaches the tests and the commands they start, however the test run was started.
+
+    A shell script's `command &` starts the command with SIGINT ignored, and an ignored signal stays
+    ignored in every process started from there: the Ctrl-C tests' commands would run through
+    their SIGINT, and training, which keeps a caller's choice to ignore it, would too."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
