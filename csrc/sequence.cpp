@@ -239,6 +239,9 @@ void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Ten
 
 // A weight of this size or more is far beyond a core's cache (1 MB of L2 on the build machine).
 constexpr int64_t kFarBeyondCache = 8 * 1024 * 1024;
+// The most batch rows for which the forward streams such a weight where it would be packed in
+// panels (below).
+constexpr int64_t kStreamedRowsWithPanels = 64;
 
 // Whether the forward's per-step products read w_hh in stored order (a `streamed` Operand) rather
 // than as brgemm's right operand, a transposed copy. Measured on the 2-core AMD EPYC build machine:
@@ -251,9 +254,18 @@ constexpr int64_t kFarBeyondCache = 8 * 1024 * 1024;
 //   (B, H, T) = (16, 1024, 10), 0.95x at (64, 1024, 10) and 0.96x at (128, 1024, 10), and a GRU's
 //   0.94x at (64, 1024, 10); with an LSTM of 512 units (4 MB) 0.98x to 1.02x, with 256 (1 MB) up
 //   to 1.08x.
+// - Not where the weight is packed in panels (CpuProducts::Panels) and the batch is over 64 rows:
+//   there each step's transposed rows [H, B] are 512 KB or more at H = 1024, beyond a core's L2 on
+//   the Zen 3 (AVX2) machine, while each panel is read once a step. The LSTM op's forward against
+//   torch.nn's, streamed and from panels in alternating runs: (B, H, T) = (128, 1024, 10) 0.92x and
+//   0.95x against 1.09x and 1.06x, (128, 1024, 50) 0.89x against 1.01x, (96, 1024, 10) 0.86x
+//   against 0.98x; but (64, 1024, 10) 1.04x and 0.98x against 0.97x and 0.92x, (16, 1024, 50)
+//   1.82x against 1.28x.
 bool streamed_forward(const Tensor& w_hh, int64_t B) {
     if (!brgemm_path(w_hh)) return false;
-    return B == 1 ? weight_bytes(w_hh) > 512 * 1024 : weight_bytes(w_hh) >= kFarBeyondCache;
+    if (B == 1) return weight_bytes(w_hh) > 512 * 1024;
+    if (cpu_products() == CpuProducts::Panels && B > kStreamedRowsWithPanels) return false;
+    return weight_bytes(w_hh) >= kFarBeyondCache;
 }
 
 // w_hh^T, the right operand of the forward's per-step products [B, H] x [H, G*H]. Streamed, each

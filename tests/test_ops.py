@@ -234,6 +234,14 @@ def test_float32_batch_with_a_weight_over_8_mb(cell, ids):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_float32_large_batch_with_a_weight_over_8_mb_reads_panels(cell):
+    """Where the CPU's products take packed panels, a batch of more than 64 rows reads a weight of
+    8 MB or more from panels in the forward, not as the left operand: 65 rows, the fewest that do."""
+    with cpu_products("panels"):
+        assert_float32_rule(cell, *make(cell, 2, 65, 27, 1024))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_float32_batch_of_one_with_a_weight_over_8_mb(cell):
     """With a recurrent weight of 8 MB or more, the backward's per-step products of a batch of one
     are streamed too: each step sums the rows of w_hh weighted by that step's gradient."""
