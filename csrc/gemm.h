@@ -62,7 +62,8 @@ bool brgemm_path(const Tensor& t);
 //   -> 1.00-1.03x and 0.87-0.95x -> 0.96-1.01x; GRU (64, 512, 50) backward 1.69-1.74x ->
 //   1.91-1.98x; RNN (64, 1024, 50) forward 1.49-1.55x -> 1.79-2.02x. 48 columns were slower than 16.
 //   Per-step products on at::mm, or on MKL's packed sgemm with w_hh packed once per call, were
-//   slower than panels in every such shape (0.6-0.9x the op's speed at H = 512).
+//   slower than panels in every such shape timed at H = 256 to 1024 (the op's ratio to torch.nn
+//   0.6-0.9x of the panels' in the forward, 0.7-0.97x in the backward).
 // set_cpu_products overrides the choice for the process (the tests run both); nullopt restores it.
 enum class CpuProducts { Stored, Panels };
 constexpr int64_t kPanel = 32;
