@@ -255,7 +255,7 @@ constexpr int64_t kStreamedRowsWithPanels = 64;
 //   0.94x at (64, 1024, 10); with an LSTM of 512 units (4 MB) 0.98x to 1.02x, with 256 (1 MB) up
 //   to 1.08x.
 // - Not where the weight is packed in panels (CpuProducts::Panels) and the batch is over 64 rows:
-//   there each step's transposed rows [H, B] are 512 KB or more at H = 1024, beyond a core's L2 on
+//   there each step's transposed rows [H, B] take over 256 KB at H = 1024, half of a core's L2 on
 //   the Zen 3 (AVX2) machine, while each panel is read once a step. The LSTM op's forward against
 //   torch.nn's, streamed and from panels in alternating runs: (B, H, T) = (128, 1024, 10) 0.92x and
 //   0.95x against 1.09x and 1.06x, (128, 1024, 50) 0.89x against 1.01x, (96, 1024, 10) 0.86x
