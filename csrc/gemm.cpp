@@ -196,8 +196,7 @@ const char* cpu_products_name(CpuProducts mode) { return mode == CpuProducts::St
 
 // Whether a layer with this recurrent weight runs as `Panels` says (gemm.h), rather than as `Stored`.
 bool panels_layer(const Tensor& w_hh) {
-    const int64_t bytes = w_hh.numel() * static_cast<int64_t>(w_hh.element_size());
-    return brgemm_path(w_hh) && cpu_products() == CpuProducts::Panels && bytes > kPanelsFrom;
+    return brgemm_path(w_hh) && cpu_products() == CpuProducts::Panels && weight_bytes(w_hh) > kPanelsFrom;
 }
 
 bool window_brgemm(const Tensor& w_hh, int64_t rows) {

@@ -38,6 +38,10 @@ inline Rows all_rows(const Tensor& t) { return {t, 0, t.numel() / std::max<int64
 // `this_thread` set.
 bool brgemm_path(const Tensor& t);
 
+// The size of a float weight, which decides where it lives in the cache hierarchy: the layout
+// rules here and in the drivers apply to the CPU float path only.
+inline int64_t weight_bytes(const Tensor& w) { return w.numel() * static_cast<int64_t>(sizeof(float)); }
+
 // How float products run on this CPU, chosen once from the vector kernels ATen picked for it
 // (ATEN_CPU_CAPABILITY can lower that pick):
 // - `Stored` (AVX-512): brgemm reads every operand in its stored, row-major layout, the per-step

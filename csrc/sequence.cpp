@@ -165,10 +165,6 @@ struct RnnCell {
 
 // ---- scheduling ----
 
-// The size of a float weight, which decides where it lives in the cache hierarchy (the rules
-// below apply to the CPU float path only).
-int64_t weight_bytes(const Tensor& w) { return w.numel() * static_cast<int64_t>(sizeof(float)); }
-
 // Batch rows are independent sequences. On the CPU, in float, with at least 8 rows per thread,
 // each thread can take its slice of the rows through every time step alone: its product and its
 // pointwise step touch only its rows, so the threads never wait for each other between steps and
