@@ -39,6 +39,33 @@ def test_sequence_forward_and_gradients_match_reference_and_torch(cell, shape, b
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
+def from_zero(states):
+    """The state hx = None starts from: h0 all zeros, which the op detects and whose first product
+    it skips. An LSTM's c0 stays random: the skip must not depend on it."""
+    with torch.no_grad():
+        states[0].zero_()
+    return states
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
+@pytest.mark.parametrize("ids", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_zero_initial_state_matches_reference_and_torch(cell, shape, ids, bias, device):
+    """From a zero h0 the first step has no recurrent product and h0's rows drop out of the
+    recurrent weight gradient: outputs and every gradient (h0's included) as from any state."""
+    x, states, weights = make(cell, *shape, device=device, ids=ids, bias=bias)
+    states = from_zero(states)
+    fused_out, fused_grads = grads(seq_fn(ops, cell), x, states, weights)
+    ref_out, ref_grads = grads(seq_fn(reference, cell), x, states, weights)
+    expected = zip(ref_out, torch_nn_run(cell, x, states, weights))
+    for a, (b, c) in zip(fused_out, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-10)
+    for a, b in zip(fused_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
 @pytest.mark.parametrize("ids", [False, True])
@@ -256,6 +283,23 @@ def test_float32_products_over_many_rows(cell):
     and of 44, and the LSTM's input gradient reduces over 1200 in two pieces."""
     with cpu_products("stored"), torch_threads(2):
         assert_float32_rule(cell, *make(cell, 9, 61, 27, 300))
+
+
+# (products, threads, T, B, H): each float32 way from a zero state, with the recurrent weight
+# gradient over the other steps' rows on brgemm (rows >= H and rows < H), on torch.mm (300 rows
+# of a panels layer), from batch slices per thread, and a single step (no product at all).
+ZERO_STATE_PATHS = [("stored", 2, 10, 8, 33), ("stored", 2, 2, 3, 257), ("panels", 2, 6, 5, 299),
+                    ("panels", 2, 60, 5, 299), ("stored", 2, 6, 37, 33), ("panels", 1, 1, 4, 299)]
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+@pytest.mark.parametrize("path", ZERO_STATE_PATHS, ids=lambda p: "{}-{}threads-T{}B{}H{}".format(*p))
+@pytest.mark.parametrize("ids", [False, True])
+def test_float32_zero_initial_state(cell, path, ids):
+    products, threads, T, B, H = path
+    with cpu_products(products), torch_threads(threads):
+        x, states, weights = make(cell, T, B, 27, H, ids=ids)
+        assert_float32_rule(cell, x, from_zero(states), weights, ids=ids)
 
 
 @pytest.mark.parametrize("cell", list(GATES))
