@@ -206,14 +206,16 @@ def train_speech(config: SpeechConfig, progress: bool = True, log=print) -> dict
         start_epoch, records = saved.training["epochs_done"], saved.training["metrics"]
         log(f"{run.path} is already trained ({total_epochs} epochs)" if start_epoch == total_epochs
             else f"resuming {run.path} after epoch {start_epoch} of {total_epochs}")
-    run.start(records)
-    if run.path is not None:
-        config.out = str(run.path)
     train_seconds = records[-1]["train_seconds"] if records else 0.0
-    description = checkpoint.describe("speech", config.model, model_config(config, model),
-                                      vocab, asdict(config))
 
+    # Ctrl-C is deferred from before the run folder's metrics start: pressed at any time after,
+    # it is answered with what was kept, never with a bare interruption.
     with loop.deferred_interrupt() as interrupted, loop.memory_errors(MEMORY_FIX):
+        run.start(records)
+        if run.path is not None:
+            config.out = str(run.path)
+        description = checkpoint.describe("speech", config.model, model_config(config, model),
+                                          vocab, asdict(config))
         for epoch in range(start_epoch, total_epochs):
             lr = config.lrs[epoch // config.epochs_per_lr]
             for group in optimizer.param_groups:

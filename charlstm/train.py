@@ -212,10 +212,6 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
         step, mean_loss, reached, reached_losses, state, records = _restore(saved, config, model,
                                                                             batches)
     first_step = step
-    run.start(records)
-    if run.path is not None:
-        config.out = str(run.path)
-    description = describe(config)
 
     def save():
         return run.save(description, model.state_dict(), {
@@ -232,6 +228,12 @@ def train(config: TrainConfig, milestones: list[int] | None = None, on_milestone
     with loop.Progress("training", config.steps, first_step, "loss {loss:.3f}  lr {lr:g}",
                        enabled=progress, rate="steps/s") as bar, \
             loop.deferred_interrupt() as interrupted, loop.memory_errors(MEMORY_FIX):
+        # The run folder's metrics start under the deferred Ctrl-C: pressed at any time after,
+        # it is answered with what was kept, never with a bare interruption.
+        run.start(records)
+        if run.path is not None:
+            config.out = str(run.path)
+        description = describe(config)
         if normalization is not None:
             bar.print(normalization.describe())
         if saved is not None:

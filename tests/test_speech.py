@@ -107,6 +107,29 @@ def test_a_diverging_run_stops_and_names_the_fix(corpus):
                      log=lambda _: None)
 
 
+def test_ctrl_c_as_the_run_folder_starts_says_nothing_was_saved_yet(corpus, monkeypatch):
+    """Ctrl-C the moment metrics.jsonl appears (how a script knows the run began) is answered like
+    any other: after the step under way, with what was kept."""
+    import os
+    import signal
+
+    from charlstm import loop
+
+    start = loop.RunFolder.start
+
+    def start_then_press_ctrl_c(self, records=()):
+        start(self, records)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(loop.RunFolder, "start", start_then_press_ctrl_c)
+    config = tiny(corpus, model="fc3")
+    with pytest.raises(KeyboardInterrupt) as info:  # not Interrupted: a bare one ends the test too
+        train_speech(config, progress=False, log=lambda _: None)
+    assert isinstance(info.value, Interrupted) and str(info.value) == (
+        "interrupted in epoch 1; nothing was saved yet (a checkpoint comes after each epoch); rerun "
+        "to start again")
+
+
 def test_ctrl_c_stops_between_batches_and_says_how_to_resume(corpus, monkeypatch):
     import os
     import signal

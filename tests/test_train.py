@@ -134,6 +134,27 @@ def test_ctrl_c_saves_a_whole_step_and_resumes(small, tmp_path):
     assert [r["step"] for r in metrics(out)] == [0, 10, 20]
 
 
+def test_ctrl_c_as_the_run_folder_starts_is_answered_after_the_first_step(small, tmp_path,
+                                                                           monkeypatch):
+    """Ctrl-C the moment metrics.jsonl appears is answered after the step under way, with the
+    checkpoint of that step, not as a bare interruption."""
+    from charlstm import loop
+
+    start = loop.RunFolder.start
+
+    def start_then_press_ctrl_c(self, records=()):
+        start(self, records)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(loop.RunFolder, "start", start_then_press_ctrl_c)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt) as info:  # not Interrupted: a bare one ends the test too
+        train(replace(small, out=str(out)), progress=False)
+    assert isinstance(info.value, Interrupted)
+    assert str(info.value).startswith("interrupted after 1 steps; saved to")
+    assert info.value.checkpoint == out / "checkpoint.pt" and saved_step(out) == 1
+
+
 def test_a_process_that_ignores_ctrl_c_trains_through_it(small, tmp_path):
     # A sweep's workers ignore Ctrl-C (their parent stops them); training must not undo that.
     def press_ctrl_c(step, ppl):
