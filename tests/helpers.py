@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -310,3 +311,17 @@ def write_quote_model(folder, hidden: int = 8, seed: int = 0):
     checkpoint.save(folder, checkpoint.describe("speech", "lstm-seq", config, "".join(vocab), {}),
                     model.state_dict())
     return model.eval()
+
+
+def press_ctrl_c_as_the_run_folder_starts(monkeypatch):
+    """Patches RunFolder.start to send this process SIGINT right after it writes metrics.jsonl
+    (how a script knows the run began)."""
+    from charlstm import loop
+
+    start = loop.RunFolder.start
+
+    def start_then_press_ctrl_c(self, records=()):
+        start(self, records)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(loop.RunFolder, "start", start_then_press_ctrl_c)

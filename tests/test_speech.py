@@ -12,6 +12,7 @@ from charlstm.data.corpus import read_corpus
 from charlstm.data.vocab import Vocab
 from charlstm.loop import Diverged, Interrupted
 from charlstm.speech import bits, evaluate, train_speech
+from helpers import press_ctrl_c_as_the_run_folder_starts
 
 WORDS = "we the people will build a nation of hope and work together".split()
 
@@ -110,18 +111,7 @@ def test_a_diverging_run_stops_and_names_the_fix(corpus):
 def test_ctrl_c_as_the_run_folder_starts_says_nothing_was_saved_yet(corpus, monkeypatch):
     """Ctrl-C the moment metrics.jsonl appears (how a script knows the run began) is answered like
     any other: after the step under way, with what was kept."""
-    import os
-    import signal
-
-    from charlstm import loop
-
-    start = loop.RunFolder.start
-
-    def start_then_press_ctrl_c(self, records=()):
-        start(self, records)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(loop.RunFolder, "start", start_then_press_ctrl_c)
+    press_ctrl_c_as_the_run_folder_starts(monkeypatch)
     config = tiny(corpus, model="fc3")
     with pytest.raises(KeyboardInterrupt) as info:  # not Interrupted: a bare one ends the test too
         train_speech(config, progress=False, log=lambda _: None)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import write_text
+from helpers import press_ctrl_c_as_the_run_folder_starts, write_text
 
 from charlstm import checkpoint
 from charlstm.config import TrainConfig
@@ -138,15 +138,7 @@ def test_ctrl_c_as_the_run_folder_starts_is_answered_after_the_first_step(small,
                                                                            monkeypatch):
     """Ctrl-C the moment metrics.jsonl appears is answered after the step under way, with the
     checkpoint of that step, not as a bare interruption."""
-    from charlstm import loop
-
-    start = loop.RunFolder.start
-
-    def start_then_press_ctrl_c(self, records=()):
-        start(self, records)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(loop.RunFolder, "start", start_then_press_ctrl_c)
+    press_ctrl_c_as_the_run_folder_starts(monkeypatch)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt) as info:  # not Interrupted: a bare one ends the test too
         train(replace(small, out=str(out)), progress=False)
