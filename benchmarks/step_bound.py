@@ -1,0 +1,144 @@
+"""Where the general suite's training step spends its time, and the most any recurrent kernel
+could gain there.
+
+For each cell (kind, batch, hidden, steps, layers, input) three copies of the suite's step run
+(charlstm.bench_suite.Trainer: embedding or token ids, the recurrent module, Linear, cross-entropy,
+backward, clip_grad_norm_, Adam): one on torch.nn's module, one on charlstm.nn's, and a stub whose
+recurrent module costs nothing. The stub returns a fixed output [T, B, H] and, after the backward,
+hands its recurrent weights (and the embedding) gradients of zeros made once, so the classifier,
+the loss, their backward, the clip and Adam do the same work over the same parameters as in the
+other two. Steps of the three alternate; each phase is timed on its own (forward, loss, backward,
+clip, Adam) and the medians are printed and written as JSON.
+
+The bound is torch's step time over the stub's: the ratio charlstm.nn would reach if its
+recurrent module, forward and backward, took no time at all. The stub also skips the embedding's
+backward, so the bound is a little above what is reachable, never below.
+
+    python benchmarks/step_bound.py --cells lstm,1,64,10,1,float lstm,64,128,50,1,ids
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charlstm.bench_suite import CLIP, VOCAB, Cell, Trainer, machine_description, steady_allocator
+from charlstm.checkpoint import atomic_write_bytes
+
+PHASES = ("forward", "loss", "backward", "clip", "adam")
+BACKENDS = ("torch", "charlstm", "stub")
+DEFAULT_CELLS = ["lstm,1,64,10,1,float", "lstm,1,128,50,1,ids", "lstm,64,64,10,1,float",
+                 "lstm,64,128,50,2,float", "lstm,128,128,200,1,float", "rnn,1,64,10,1,float",
+                 "rnn,64,64,10,1,float"]
+
+
+class FreeRecurrent(nn.Module):
+    """Stands in for the recurrent module: keeps its parameters, returns a fixed output that
+    needs a gradient (so the classifier's backward computes its input gradient, as it does for
+    the others)."""
+
+    def __init__(self, module, steps, batch):
+        super().__init__()
+        self.module = module
+        self.y = torch.randn(steps, batch, module.hidden_size, requires_grad=True)
+
+    def forward(self, x):
+        return self.y, None
+
+
+def stub_trainer(cell, state):
+    """The suite's Trainer with its recurrent module replaced by FreeRecurrent, and the gradients
+    (zeros) that module's parameters and the embedding get after each backward."""
+    trainer = Trainer(cell, "charlstm", "cpu", state=state)
+    trainer.model.rnn = FreeRecurrent(trainer.model.rnn, cell.steps, cell.batch)
+    untouched = [p for name, p in trainer.model.named_parameters() if not name.startswith("out.")]
+    return trainer, [(p, torch.zeros_like(p)) for p in untouched]
+
+
+def timed_step(trainer, zero_grads=()):
+    """One training step as Trainer.__call__ runs it, each phase timed -> seconds per phase."""
+    window = trainer.windows[trainer.i % len(trainer.windows)]
+    trainer.i += 1
+    marks = [time.perf_counter()]
+    logits = trainer.model(window[:-1])
+    marks.append(time.perf_counter())
+    loss = F.cross_entropy(logits.reshape(-1, VOCAB), window[1:].reshape(-1))
+    trainer.opt.zero_grad(set_to_none=True)
+    marks.append(time.perf_counter())
+    loss.backward()
+    for p, zeros in zero_grads:
+        p.grad = zeros
+    if isinstance(trainer.model.rnn, FreeRecurrent):
+        trainer.model.rnn.y.grad = None  # taken, not summed into, at the next backward
+    marks.append(time.perf_counter())
+    nn.utils.clip_grad_norm_(trainer.model.parameters(), CLIP)
+    marks.append(time.perf_counter())
+    trainer.opt.step()
+    marks.append(time.perf_counter())
+    return [b - a for a, b in zip(marks, marks[1:])]
+
+
+def parse_cell(spec):
+    parts = spec.split(",")
+    if (len(parts) != 6 or parts[0] not in ("lstm", "gru", "rnn") or parts[5] not in ("float", "ids")
+            or not all(p.isdigit() and int(p) > 0 for p in parts[1:5])):
+        raise SystemExit(f"--cells: {spec!r} is not KIND,B,H,T,LAYERS,INPUT (KIND lstm, gru or rnn, "
+                         "four positive integers, INPUT float or ids), e.g. lstm,64,128,50,1,float")
+    return Cell(parts[0], *(int(p) for p in parts[1:5]), parts[5])
+
+
+def time_cell(cell, rounds, warmup=3):
+    torch_trainer = Trainer(cell, "torch", "cpu")
+    state = torch_trainer.model.state_dict()
+    stub, zero_grads = stub_trainer(cell, state)
+    runs = {"torch": (torch_trainer, ()), "charlstm": (Trainer(cell, "charlstm", "cpu", state=state), ()),
+            "stub": (stub, zero_grads)}
+    times = {b: [] for b in BACKENDS}
+    for r in range(warmup + rounds):
+        order = BACKENDS if r % 2 == 0 else BACKENDS[::-1]
+        for b in order:
+            phases = timed_step(*runs[b])
+            if r >= warmup:
+                times[b].append(phases)
+    row = {"cell": ",".join(str(v) for v in vars(cell).values()), "rounds": rounds}
+    for b in BACKENDS:
+        row[b] = {p: statistics.median(t[i] for t in times[b]) * 1e3 for i, p in enumerate(PHASES)}
+        row[b]["step"] = statistics.median(sum(t) for t in times[b]) * 1e3
+    row["ratio"] = row["torch"]["step"] / row["charlstm"]["step"]
+    row["bound"] = row["torch"]["step"] / row["stub"]["step"]
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", nargs="+", default=DEFAULT_CELLS, metavar="KIND,B,H,T,LAYERS,INPUT")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=41)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "step_bound.json"))
+    args = parser.parse_args()
+    cells = [parse_cell(c) for c in args.cells]
+    steady_allocator()
+    torch.set_num_threads(args.threads)
+    print(f"{machine_description()}, {torch.get_num_threads()} threads; ms per step (medians), "
+          "phases forward/loss/backward/clip/adam")
+    rows = []
+    for cell in cells:
+        row = time_cell(cell, args.rounds)
+        rows.append(row)
+        parts = "  ".join(f"{b} {row[b]['step']:.2f} (" + "/".join(f"{row[b][p]:.2f}" for p in PHASES) + ")"
+                          for b in BACKENDS)
+        print(f"{row['cell']:>24}  {parts}  ratio {row['ratio']:.2f}x  bound {row['bound']:.2f}x", flush=True)
+    result = {"args": vars(args), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "machine": machine_description(), "platform": platform.machine(), "rows": rows}
+    atomic_write_bytes(Path(args.out), json.dumps(result, indent=2).encode())
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""benchmarks/step_bound.py: its stub step does the work of the real ones but the recurrent module's."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from charlstm.bench_suite import Cell, Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def step_bound():
+    spec = importlib.util.spec_from_file_location("step_bound", ROOT / "benchmarks" / "step_bound.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("kind,input", [("lstm", "float"), ("gru", "ids"), ("rnn", "float")])
+def test_the_stub_clips_and_updates_every_parameter_the_real_step_does(step_bound, kind, input):
+    cell = Cell(kind, 3, 8, 4, 2, input)
+    real = Trainer(cell, "charlstm", "cpu")
+    stub, zero_grads = step_bound.stub_trainer(cell, real.model.state_dict())
+    classifier = stub.model.out.weight.detach().clone()
+    for _ in range(2):
+        step_bound.timed_step(real)
+        step_bound.timed_step(stub, zero_grads)
+
+    def with_gradients(trainer):
+        return [(n, p.grad.shape) for n, p in trainer.model.named_parameters() if p.grad is not None]
+
+    # FreeRecurrent keeps the module under .module: the same parameters, one level deeper.
+    assert [(n.replace("rnn.module.", "rnn."), s) for n, s in with_gradients(stub)] == with_gradients(real)
+    assert len(with_gradients(real)) == len(list(real.model.parameters()))
+    # Adam keeps state for every parameter of both, and has moved the stub's classifier.
+    assert len(stub.opt.state) == len(real.opt.state) == len(list(real.model.parameters()))
+    assert not torch.equal(stub.model.out.weight, classifier)
+
+
+def test_the_stub_output_gradient_is_taken_afresh_each_step(step_bound):
+    cell = Cell("lstm", 2, 4, 3, 1, "float")
+    stub, zero_grads = step_bound.stub_trainer(cell, Trainer(cell, "torch", "cpu").model.state_dict())
+    for _ in range(3):
+        step_bound.timed_step(stub, zero_grads)
+        assert stub.model.rnn.y.grad is None
+
+
+def test_a_cell_that_is_not_six_fields_says_what_it_wants(step_bound):
+    with pytest.raises(SystemExit, match="is not KIND,B,H,T,LAYERS,INPUT"):
+        step_bound.parse_cell("lstm,1,64,10,1,text")
+    with pytest.raises(SystemExit, match="e.g. lstm,64,128,50,1,float"):
+        step_bound.parse_cell("lstm,64,128")
+    assert step_bound.parse_cell("gru,16,128,50,2,ids") == Cell("gru", 16, 128, 50, 2, "ids")
