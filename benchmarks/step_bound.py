@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from charlstm.bench_suite import CLIP, VOCAB, Cell, Trainer, machine_description, steady_allocator
+from charlstm.bench_suite import Cell, Trainer, machine_description, steady_allocator
 from charlstm.checkpoint import atomic_write_bytes
 
 PHASES = ("forward", "loss", "backward", "clip", "adam")
@@ -53,34 +52,33 @@ class FreeRecurrent(nn.Module):
 
 
 def stub_trainer(cell, state):
-    """The suite's Trainer with its recurrent module replaced by FreeRecurrent, and the gradients
-    (zeros) that module's parameters and the embedding get after each backward."""
+    """The suite's Trainer with its recurrent module replaced by FreeRecurrent, and what the stub
+    does as its backward ends: gradients of zeros (made once) for that module's parameters and the
+    embedding, and its output's gradient let go, so that the next backward takes a new one rather
+    than adding into it."""
     trainer = Trainer(cell, "charlstm", "cpu", state=state)
-    trainer.model.rnn = FreeRecurrent(trainer.model.rnn, cell.steps, cell.batch)
-    untouched = [p for name, p in trainer.model.named_parameters() if not name.startswith("out.")]
-    return trainer, [(p, torch.zeros_like(p)) for p in untouched]
+    free = trainer.model.rnn = FreeRecurrent(trainer.model.rnn, cell.steps, cell.batch)
+    zero_grads = [(p, torch.zeros_like(p)) for name, p in trainer.model.named_parameters()
+                  if not name.startswith("out.")]
+
+    def after_backward():
+        for p, zeros in zero_grads:
+            p.grad = zeros
+        free.y.grad = None
+
+    return trainer, after_backward
 
 
-def timed_step(trainer, zero_grads=()):
-    """One training step as Trainer.__call__ runs it, each phase timed -> seconds per phase."""
-    window = trainer.windows[trainer.i % len(trainer.windows)]
-    trainer.i += 1
+def timed_step(trainer, after_backward=None):
+    """One step of the suite's Trainer, each phase timed -> seconds per phase (PHASES)."""
     marks = [time.perf_counter()]
-    logits = trainer.model(window[:-1])
-    marks.append(time.perf_counter())
-    loss = F.cross_entropy(logits.reshape(-1, VOCAB), window[1:].reshape(-1))
-    trainer.opt.zero_grad(set_to_none=True)
-    marks.append(time.perf_counter())
-    loss.backward()
-    for p, zeros in zero_grads:
-        p.grad = zeros
-    if isinstance(trainer.model.rnn, FreeRecurrent):
-        trainer.model.rnn.y.grad = None  # taken, not summed into, at the next backward
-    marks.append(time.perf_counter())
-    nn.utils.clip_grad_norm_(trainer.model.parameters(), CLIP)
-    marks.append(time.perf_counter())
-    trainer.opt.step()
-    marks.append(time.perf_counter())
+
+    def mark(phase):
+        if phase == "backward" and after_backward:
+            after_backward()
+        marks.append(time.perf_counter())
+
+    trainer(mark)
     return [b - a for a, b in zip(marks, marks[1:])]
 
 
@@ -96,9 +94,9 @@ def parse_cell(spec):
 def time_cell(cell, rounds, warmup=3):
     torch_trainer = Trainer(cell, "torch", "cpu")
     state = torch_trainer.model.state_dict()
-    stub, zero_grads = stub_trainer(cell, state)
-    runs = {"torch": (torch_trainer, ()), "charlstm": (Trainer(cell, "charlstm", "cpu", state=state), ()),
-            "stub": (stub, zero_grads)}
+    stub, after_backward = stub_trainer(cell, state)
+    runs = {"torch": (torch_trainer, None), "charlstm": (Trainer(cell, "charlstm", "cpu", state=state), None),
+            "stub": (stub, after_backward)}
     times = {b: [] for b in BACKENDS}
     for r in range(warmup + rounds):
         order = BACKENDS if r % 2 == 0 else BACKENDS[::-1]

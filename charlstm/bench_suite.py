@@ -149,15 +149,27 @@ class Trainer:
                         for _ in range(4)]
         self.i = 0
 
-    def __call__(self):
+    def __call__(self, mark=None):
+        """One step -> its loss. `mark(phase)`, when given, is called as each phase ends: "forward",
+        "loss" (with the gradients cleared), "backward", "clip" and "adam"."""
         window = self.windows[self.i % len(self.windows)]
         self.i += 1
         logits = self.model(window[:-1])
+        if mark:
+            mark("forward")
         loss = F.cross_entropy(logits.reshape(-1, VOCAB), window[1:].reshape(-1))
         self.opt.zero_grad(set_to_none=True)
+        if mark:
+            mark("loss")
         loss.backward()
+        if mark:
+            mark("backward")
         nn.utils.clip_grad_norm_(self.model.parameters(), CLIP)
+        if mark:
+            mark("clip")
         self.opt.step()
+        if mark:
+            mark("adam")
         return loss
 
 

@@ -60,6 +60,16 @@ def test_both_backends_train_the_same_model():
         torch.testing.assert_close(ours(), theirs(), rtol=1e-5, atol=1e-6)
 
 
+def test_a_step_marks_its_phases_in_order_and_trains_as_an_unmarked_one():
+    cell = suite.Cell("rnn", 2, 4, 3, 1, "ids")
+    marked = suite.Trainer(cell, "charlstm", "cpu")
+    plain = suite.Trainer(cell, "charlstm", "cpu", state=marked.model.state_dict())
+    phases = []
+    for _ in range(2):
+        torch.testing.assert_close(marked(phases.append), plain(), rtol=0, atol=0)
+    assert phases == ["forward", "loss", "backward", "clip", "adam"] * 2
+
+
 def test_a_tiny_run_reports_every_cell_with_ratio_and_floors():
     cells = [suite.Cell("lstm", 2, 8, 3, 1, "ids"), suite.Cell("gru", 1, 4, 2, 2, "float")]
     logged = []

@@ -23,11 +23,11 @@ def step_bound():
 def test_the_stub_clips_and_updates_every_parameter_the_real_step_does(step_bound, kind, input):
     cell = Cell(kind, 3, 8, 4, 2, input)
     real = Trainer(cell, "charlstm", "cpu")
-    stub, zero_grads = step_bound.stub_trainer(cell, real.model.state_dict())
+    stub, after_backward = step_bound.stub_trainer(cell, real.model.state_dict())
     classifier = stub.model.out.weight.detach().clone()
     for _ in range(2):
         step_bound.timed_step(real)
-        step_bound.timed_step(stub, zero_grads)
+        step_bound.timed_step(stub, after_backward)
 
     def with_gradients(trainer):
         return [(n, p.grad.shape) for n, p in trainer.model.named_parameters() if p.grad is not None]
@@ -42,9 +42,9 @@ def test_the_stub_clips_and_updates_every_parameter_the_real_step_does(step_boun
 
 def test_the_stub_output_gradient_is_taken_afresh_each_step(step_bound):
     cell = Cell("lstm", 2, 4, 3, 1, "float")
-    stub, zero_grads = step_bound.stub_trainer(cell, Trainer(cell, "torch", "cpu").model.state_dict())
+    stub, after_backward = step_bound.stub_trainer(cell, Trainer(cell, "torch", "cpu").model.state_dict())
     for _ in range(3):
-        step_bound.timed_step(stub, zero_grads)
+        step_bound.timed_step(stub, after_backward)
         assert stub.model.rnn.y.grad is None
 
 
