@@ -1,8 +1,8 @@
 """Training speed of the speech LSTM (lstm-seq) on the fused backend against torch.nn.LSTM.
 
 Both models start from the same weights and train on the same random char batches; steps of the
-two backends are interleaved so machine noise hits both alike. Prints median seconds per step and
-the ratio, and writes JSON to benchmarks/results/speech_lstm.json.
+backends are interleaved, in an order that rotates every step, so machine noise hits them alike.
+Prints median seconds per step and the ratio, and writes JSON to benchmarks/results/speech_lstm.json.
 
     python benchmarks/speech_lstm.py            # the notebook's sizes: batch 64, bptt 8, 42/256
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from charlstm.bench_suite import round_order
 from charlstm.checkpoint import atomic_write_bytes
 from charlstm.models import build_model
 
@@ -59,7 +60,8 @@ def main():
         runs[backend] = (model, torch.optim.Adam(model.parameters(), lr=1e-3), [])
     data = torch.randint(0, args.vocab, (args.warmup + args.steps, args.bptt + 1, args.batch))
     for i, batch in enumerate(data):
-        for backend, (model, optimizer, times) in runs.items():
+        for backend in round_order(runs, i):
+            model, optimizer, times = runs[backend]
             seconds = step_seconds(model, optimizer, batch[:-1], batch[1:])
             if i >= args.warmup:
                 times.append(seconds)

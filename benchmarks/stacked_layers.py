@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from charlstm import nn as cnn
+from charlstm.bench_suite import round_order
 from charlstm.checkpoint import atomic_write_bytes
 
 # (batch, hidden, steps), input size 64, float input.
@@ -69,8 +70,7 @@ def time_shape(batch, hidden, steps, layers, rounds):
             "per_layer": (per_layer, [p for m in modules for p in m.parameters()] + [x])}
     times = {name: [] for name in runs}
     for r in range(rounds + 3):
-        order = list(runs) if r % 2 == 0 else list(runs)[::-1]
-        for name in order:
+        for name in round_order(runs, r):
             seconds = step(*runs[name], x)
             if r >= 3:
                 times[name].append(seconds)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from charlstm.bench_suite import Cell, Trainer, machine_description, steady_allocator
+from charlstm.bench_suite import Cell, Trainer, machine_description, round_order, steady_allocator
 from charlstm.checkpoint import atomic_write_bytes
 
 PHASES = ("forward", "loss", "backward", "clip", "adam")
@@ -99,8 +99,7 @@ def time_cell(cell, rounds, warmup=3):
             "stub": (stub, after_backward)}
     times = {b: [] for b in BACKENDS}
     for r in range(warmup + rounds):
-        order = BACKENDS if r % 2 == 0 else BACKENDS[::-1]
-        for b in order:
+        for b in round_order(BACKENDS, r):
             phases = timed_step(*runs[b])
             if r >= warmup:
                 times[b].append(phases)

@@ -8,8 +8,8 @@ Backends: `fused` and `reference` are charlstm.nn.LSTM with that backend, and `t
 torch.nn.LSTM, each in the same Python loop (nn.Linear, F.cross_entropy, autograd,
 clip_grad_norm_, torch.optim.SGD); `fused_step` is the whole step as one charlstm.ops.lm_sgd_step
 call on the same weights (torch.nn.LSTM's layout, both biases), as `charlstm train` runs it. The backends are
-timed in interleaved rounds in one process, so that a change in machine load hits them alike, and
-compared as ratios of medians.
+timed in interleaved rounds in one process, their order rotating from round to round, so that a
+change in machine load hits them alike, and compared as ratios of medians.
 """
 
 import statistics
@@ -21,6 +21,7 @@ import torch
 from charlstm import loop
 from charlstm import nn as cnn
 from charlstm import ops
+from charlstm.bench_suite import round_order
 
 VOCAB = 27
 DEFAULT_SHAPES = ((64, 64, 10), (64, 128, 15), (64, 256, 10), (64, 64, 50))
@@ -113,8 +114,9 @@ def bench_training_step(shapes=DEFAULT_SHAPES, backends=BACKENDS, rounds=15, ste
             for _ in range(warmup):
                 step()
         per_step = {b: [] for b in backends}
-        for _ in range(rounds):
-            for b, step in steps.items():
+        for r in range(rounds):
+            for b in round_order(backends, r):
+                step = steps[b]
                 _sync(device)
                 start = time.perf_counter()
                 for _ in range(steps_per_round):

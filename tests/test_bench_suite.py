@@ -23,6 +23,23 @@ def test_the_grids_are_the_documented_ones():
     assert {c.kind for c in suite.grid_cells(["gru", "rnn"])} == {"gru", "rnn"}
 
 
+@pytest.mark.parametrize("count", [2, 3, 4, 5])
+def test_round_order_puts_every_name_in_every_position_and_none_twice_in_a_row(count):
+    names = tuple("abcdefg"[:count])
+    rounds = [suite.round_order(names, r) for r in range(4 * count)]
+    for order in rounds:
+        assert sorted(order) == sorted(names)
+    for position in range(count):
+        assert {n: [o[position] for o in rounds].count(n) for n in names} == dict.fromkeys(names, 4)
+    run = [n for order in rounds for n in order]
+    repeats = {n: sum(a == b == n for a, b in zip(run, run[1:])) for n in names}
+    if count == 2:
+        # alternating: each follows itself as often as the other (one run's two ends aside)
+        assert min(repeats.values()) > 0 and abs(repeats["a"] - repeats["b"]) <= 1
+    else:
+        assert sum(repeats.values()) == 0
+
+
 def test_product_flops_by_hand():
     # LSTM, one layer, float input: 3 products each of [N, 64] x [64, 4H] and [N, H] x [H, 4H],
     # plus the classifier's three [N, H] x [H, 64].
