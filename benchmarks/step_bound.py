@@ -7,12 +7,15 @@ backward, clip_grad_norm_, Adam): one on torch.nn's module, one on charlstm.nn's
 recurrent module costs nothing. The stub returns a fixed output [T, B, H] and, after the backward,
 hands its recurrent weights (and the embedding) gradients of zeros made once, so the classifier,
 the loss, their backward, the clip and Adam do the same work over the same parameters as in the
-other two. Steps of the three alternate; each phase is timed on its own (forward, loss, backward,
+other two. Steps of the three take turns (bench_suite.round_order); each phase is timed on its own (forward, loss, backward,
 clip, Adam) and the medians are printed and written as JSON.
 
 The bound is torch's step time over the stub's: the ratio charlstm.nn would reach if its
 recurrent module, forward and backward, took no time at all. The stub also skips the embedding's
-backward, so the bound is a little above what is reachable, never below.
+backward, so the bound is a little above what is reachable, never below. Beside it: what the
+recurrent module may cost (charlstm's step minus the stub's) for the step to reach 1.5x, and what
+its matrix products alone take at the peaks of `torch.mm` and oneDNN's matmul measured in the same
+run (charlstm.bench_suite.measure_peaks).
 
     python benchmarks/step_bound.py --cells lstm,1,64,10,1,float lstm,64,128,50,1,ids
 """
@@ -27,7 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from charlstm.bench_suite import Cell, Trainer, machine_description, round_order, steady_allocator
+from charlstm.bench_suite import (VOCAB, Cell, Trainer, machine_description, measure_peaks, product_flops,
+                                  round_order, steady_allocator)
 from charlstm.checkpoint import atomic_write_bytes
 
 PHASES = ("forward", "loss", "backward", "clip", "adam")
@@ -112,6 +116,20 @@ def time_cell(cell, rounds, warmup=3):
     return row
 
 
+def recurrent_flops(cell):
+    """Matrix-product FLOPs of the recurrent module's forward and backward in one step: the
+    suite's product_flops without the classifier's three products."""
+    return product_flops(cell) - 3 * 2 * cell.steps * cell.batch * cell.hidden * VOCAB
+
+
+def add_targets(row, cell, peaks):
+    """The recurrent module's budget for a 1.5x step, and its products' time at each peak (ms)."""
+    row["recurrent_for_1_5x_ms"] = row["torch"]["step"] / 1.5 - row["stub"]["step"]
+    row["recurrent_products_ms"] = {name: recurrent_flops(cell) / (gflops * 1e6) if gflops else None
+                                    for name, gflops in peaks.items()}
+    return row
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", nargs="+", default=DEFAULT_CELLS, metavar="KIND,B,H,T,LAYERS,INPUT")
@@ -124,15 +142,20 @@ def main():
     torch.set_num_threads(args.threads)
     print(f"{machine_description()}, {torch.get_num_threads()} threads; ms per step (medians), "
           "phases forward/loss/backward/clip/adam")
+    peaks = measure_peaks("cpu")
+    print("peaks: " + ", ".join(f"{name} {g:.0f}" for name, g in peaks.items() if g) + " GFLOP/s")
     rows = []
     for cell in cells:
-        row = time_cell(cell, args.rounds)
+        row = add_targets(time_cell(cell, args.rounds), cell, peaks)
         rows.append(row)
         parts = "  ".join(f"{b} {row[b]['step']:.2f} (" + "/".join(f"{row[b][p]:.2f}" for p in PHASES) + ")"
                           for b in BACKENDS)
-        print(f"{row['cell']:>24}  {parts}  ratio {row['ratio']:.2f}x  bound {row['bound']:.2f}x", flush=True)
+        floors = " / ".join(f"{ms:.2f}" for ms in row["recurrent_products_ms"].values() if ms is not None)
+        print(f"{row['cell']:>24}  {parts}  ratio {row['ratio']:.2f}x  bound {row['bound']:.2f}x  "
+              f"recurrent for 1.5x {row['recurrent_for_1_5x_ms']:.2f}, its products at the peaks {floors}",
+              flush=True)
     result = {"args": vars(args), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "machine": machine_description(), "platform": platform.machine(), "rows": rows}
+              "machine": machine_description(), "platform": platform.machine(), "peaks": peaks, "rows": rows}
     atomic_write_bytes(Path(args.out), json.dumps(result, indent=2).encode())
     print(f"wrote {args.out}")
 

@@ -54,3 +54,14 @@ def test_a_cell_that_is_not_six_fields_says_what_it_wants(step_bound):
     with pytest.raises(SystemExit, match="e.g. lstm,64,128,50,1,float"):
         step_bound.parse_cell("lstm,64,128")
     assert step_bound.parse_cell("gru,16,128,50,2,ids") == Cell("gru", 16, 128, 50, 2, "ids")
+
+
+def test_the_targets_subtract_the_classifier_and_scale_by_each_peak(step_bound):
+    cell = Cell("lstm", 2, 8, 5, 1, "float")
+    N, H, G, I = 10, 8, 4, 64  # T * B, hidden, gates, the embedding's width
+    by_hand = 3 * 2 * N * H * G * H + 3 * 2 * N * I * G * H  # recurrent and input products only
+    assert step_bound.recurrent_flops(cell) == by_hand
+    row = {"torch": {"step": 3.0}, "stub": {"step": 1.5}}
+    step_bound.add_targets(row, cell, {"torch_mm_gflops": 100.0, "onednn_gflops": None})
+    assert row["recurrent_for_1_5x_ms"] == pytest.approx(0.5)
+    assert row["recurrent_products_ms"] == {"torch_mm_gflops": pytest.approx(by_hand / 1e8), "onednn_gflops": None}
