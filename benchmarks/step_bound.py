@@ -7,8 +7,8 @@ backward, clip_grad_norm_, Adam): one on torch.nn's module, one on charlstm.nn's
 recurrent module costs nothing. The stub returns a fixed output [T, B, H] and, after the backward,
 hands its recurrent weights (and the embedding) gradients of zeros made once, so the classifier,
 the loss, their backward, the clip and Adam do the same work over the same parameters as in the
-other two. Steps of the three take turns (bench_suite.round_order); each phase is timed on its own (forward, loss, backward,
-clip, Adam) and the medians are printed and written as JSON.
+other two. Steps of the three take turns (bench_suite.round_order); each phase is timed on its own
+(forward, loss, backward, clip, Adam) and the medians are printed and written as JSON.
 
 The bound is torch's step time over the stub's: the ratio charlstm.nn would reach if its
 recurrent module, forward and backward, took no time at all. The stub also skips the embedding's

@@ -9,11 +9,10 @@ from the same weights; only the recurrent module differs (charlstm.nn's fused ba
 torch.nn's own, oneDNN's RNN primitive on the CPU for the LSTM).
 
 Timing: per grid cell the two backends run in interleaved rounds (their order alternating, as
-``round_order`` gives it), one
-or a few steps per round, until both have ``min_rounds`` rounds and the cell's time budget is
-spent; each backend's figure is its median. A cell whose torch step takes over 2 s is skipped
-(it is estimated from the product floor first, then judged by its second, warm step; only a first
-step over 20 s skips it at once).
+``round_order`` gives it), one or a few steps per round, until both have ``min_rounds`` rounds and
+the cell's time budget is spent; each backend's figure is its median. A cell whose torch step
+takes over 2 s is skipped (it is estimated from the product floor first, then judged by its
+second, warm step; only a first step over 20 s skips it at once).
 
 The product floor of a cell is its matrix-product FLOPs divided by a peak measured in the same
 run, against two peaks: what ``torch.mm`` reaches (MKL on the CPU) and what oneDNN's matmul
@@ -114,8 +113,9 @@ def round_order(names, round_index):
     """The order in which interleaved timing runs `names` in round `round_index`: rotated by the
     round, so every name runs in every position equally often. With three or more names none runs
     twice in a row; with two the order alternates, and each does so equally. A step timed right
-    after another of its own finds its weights and buffers still in cache: about 3% faster on the
-    AVX2 machine at batch 1 to 64, enough to tilt a fixed or mirrored order of three."""
+    after another of its own runs faster: with two identical charlstm trainers beside torch.nn's
+    in the suite's step, in a mirrored order of three, the one that ran twice in a row came out
+    about 3% faster at batch 1, 16 and 64 on the AVX2 machine."""
     names = tuple(names)
     k = round_index % len(names)
     return names[k:] + names[:k]
