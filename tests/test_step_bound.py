@@ -65,3 +65,18 @@ def test_the_targets_subtract_the_classifier_and_scale_by_each_peak(step_bound):
     step_bound.add_targets(row, cell, {"torch_mm_gflops": 100.0, "onednn_gflops": None})
     assert row["recurrent_for_1_5x_ms"] == pytest.approx(0.5)
     assert row["recurrent_products_ms"] == {"torch_mm_gflops": pytest.approx(by_hand / 1e8), "onednn_gflops": None}
+
+
+def test_the_stub_gradients_are_not_zeros_and_the_clip_leaves_them_alone(step_bound):
+    # An all-zero second moment sends Adam's square root down a slower path than real gradients
+    # take; and the clip scales gradients in place, which would shrink the reused ones step by step.
+    cell = Cell("lstm", 2, 16, 3, 1, "float")
+    stub, after_backward = step_bound.stub_trainer(cell, Trainer(cell, "torch", "cpu").model.state_dict())
+    step_bound.timed_step(stub, after_backward)
+    first = {n: p.grad.clone() for n, p in stub.model.named_parameters() if not n.startswith("out.")}
+    for _ in range(3):
+        step_bound.timed_step(stub, after_backward)
+    for name, p in stub.model.named_parameters():
+        if name in first:
+            assert bool((p.grad != 0).all()), name
+            assert torch.equal(p.grad, first[name]), name
