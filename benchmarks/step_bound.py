@@ -16,9 +16,9 @@ JSON.
 The bound is torch's step time over the stub's: the ratio charlstm.nn would reach if its
 recurrent module, forward and backward, took no time at all. The stub also skips the embedding's
 backward, so the bound is a little above what is reachable, never below. Beside it: what the
-recurrent module (a step's time minus the stub's) may cost for charlstm's step to reach 1.5x, and what
-its matrix products alone take at the peaks of `torch.mm` and oneDNN's matmul measured in the same
-run (charlstm.bench_suite.measure_peaks).
+recurrent module (a step's time minus the stub's) may cost for charlstm's step to reach 1.5x, and
+what its matrix products alone take (charlstm.bench_suite.recurrent_flops) at the peaks of
+`torch.mm` and oneDNN's matmul measured in the same run (charlstm.bench_suite.measure_peaks).
 
     python benchmarks/step_bound.py --cells lstm,1,64,10,1,float lstm,64,128,50,1,ids
 """
@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from charlstm.bench_suite import (VOCAB, Cell, Trainer, machine_description, measure_peaks, product_flops,
-                                  round_order, steady_allocator)
+from charlstm.bench_suite import (Cell, Trainer, machine_description, measure_peaks, recurrent_flops, round_order,
+                                  steady_allocator)
 from charlstm.checkpoint import atomic_write_bytes
 
 PHASES = ("forward", "loss", "backward", "clip", "adam")
@@ -122,12 +122,6 @@ def time_cell(cell, rounds, warmup=3):
     row["ratio"] = row["torch"]["step"] / row["charlstm"]["step"]
     row["bound"] = row["torch"]["step"] / row["stub"]["step"]
     return row
-
-
-def recurrent_flops(cell):
-    """Matrix-product FLOPs of the recurrent module's forward and backward in one step: the
-    suite's product_flops without the classifier's three products."""
-    return product_flops(cell) - 3 * 2 * cell.steps * cell.batch * cell.hidden * VOCAB
 
 
 def add_targets(row, cell, peaks):

@@ -94,6 +94,12 @@ def grid_cells(kinds):
 
 def product_flops(cell):
     """Matrix-product FLOPs of one training step of `cell` (forward and backward)."""
+    # The classifier: forward, dW_out and dy.
+    return recurrent_flops(cell) + 3 * 2 * cell.steps * cell.batch * cell.hidden * VOCAB
+
+
+def recurrent_flops(cell):
+    """The part of product_flops that the recurrent module computes, forward and backward."""
     G, H, L, N = GATES[cell.kind], cell.hidden, cell.layers, cell.steps * cell.batch
     flops = 0
     for layer in range(L):
@@ -104,8 +110,6 @@ def product_flops(cell):
             continue  # a row lookup forward, a scatter-add backward
         # Forward x W_ih^T and dW_ih, plus dx (which the embedding or the layer below needs).
         flops += 3 * 2 * N * inputs * G * H
-    # The classifier: forward, dW_out and dy.
-    flops += 3 * 2 * N * H * VOCAB
     return flops
 
 
