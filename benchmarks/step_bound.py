@@ -20,7 +20,12 @@ recurrent module (a step's time minus the stub's) may cost for charlstm's step t
 what its matrix products alone take (charlstm.bench_suite.recurrent_flops) at the peaks of
 `torch.mm` and oneDNN's matmul measured in the same run (charlstm.bench_suite.measure_peaks).
 
+The suite's Adam is torch's default, which on the CPU loops over the parameters in Python;
+`--fused-adam` gives all three steps Adam(fused=True) instead, a user's other choice, which shrinks
+what the step spends outside the recurrent module.
+
     python benchmarks/step_bound.py --cells lstm,1,64,10,1,float lstm,64,128,50,1,ids
+    python benchmarks/step_bound.py --fused-adam
 """
 
 import argparse
@@ -61,13 +66,13 @@ class FreeRecurrent(nn.Module):
         return self.y, None
 
 
-def stub_trainer(cell, state):
+def stub_trainer(cell, state, fused_adam=False):
     """The suite's Trainer with its recurrent module replaced by FreeRecurrent, and what the stub
     does as its backward ends: fixed gradients (made once) for that module's parameters and the
     embedding, and its output's gradient let go, so that the next backward takes a new one rather
     than adding into it. The fixed gradients are random, about 1e-4 each: the clip scales gradients
     in place, and these are reused, so they are kept well below its norm of 5."""
-    trainer = Trainer(cell, "charlstm", "cpu", state=state)
+    trainer = Trainer(cell, "charlstm", "cpu", state=state, fused_adam=fused_adam)
     free = trainer.model.rnn = FreeRecurrent(trainer.model.rnn, cell.steps, cell.batch)
     gen = torch.Generator().manual_seed(0)
     fixed_grads = [(p, torch.randn(p.shape, generator=gen) * FIXED_GRADIENT)
@@ -103,12 +108,12 @@ def parse_cell(spec):
     return Cell(parts[0], *(int(p) for p in parts[1:5]), parts[5])
 
 
-def time_cell(cell, rounds, warmup=3):
-    torch_trainer = Trainer(cell, "torch", "cpu")
+def time_cell(cell, rounds, warmup=3, fused_adam=False):
+    torch_trainer = Trainer(cell, "torch", "cpu", fused_adam=fused_adam)
     state = torch_trainer.model.state_dict()
-    stub, after_backward = stub_trainer(cell, state)
-    runs = {"torch": (torch_trainer, None), "charlstm": (Trainer(cell, "charlstm", "cpu", state=state), None),
-            "stub": (stub, after_backward)}
+    stub, after_backward = stub_trainer(cell, state, fused_adam)
+    charlstm_trainer = Trainer(cell, "charlstm", "cpu", state=state, fused_adam=fused_adam)
+    runs = {"torch": (torch_trainer, None), "charlstm": (charlstm_trainer, None), "stub": (stub, after_backward)}
     times = {b: [] for b in BACKENDS}
     for r in range(warmup + rounds):
         for b in round_order(BACKENDS, r):
@@ -137,18 +142,26 @@ def main():
     parser.add_argument("--cells", nargs="+", default=DEFAULT_CELLS, metavar="KIND,B,H,T,LAYERS,INPUT")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=41)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "step_bound.json"))
+    parser.add_argument("--fused-adam", action="store_true",
+                        help="all three steps use Adam(fused=True) instead of torch's default Adam")
+    parser.add_argument("--out", default=None,
+                        help="JSON file (default: benchmarks/results/step_bound.json, or "
+                             "step_bound_fused_adam.json with --fused-adam)")
     args = parser.parse_args()
+    if args.out is None:
+        name = "step_bound_fused_adam.json" if args.fused_adam else "step_bound.json"
+        args.out = str(Path(__file__).parent / "results" / name)
     cells = [parse_cell(c) for c in args.cells]
     steady_allocator()
     torch.set_num_threads(args.threads)
-    print(f"{machine_description()}, {torch.get_num_threads()} threads; ms per step (medians), "
+    print(f"{machine_description()}, {torch.get_num_threads()} threads, "
+          f"{'Adam(fused=True)' if args.fused_adam else 'default Adam'}; ms per step (medians), "
           "phases forward/loss/backward/clip/adam")
     peaks = measure_peaks("cpu")
     print("peaks: " + ", ".join(f"{name} {g:.0f}" for name, g in peaks.items() if g) + " GFLOP/s")
     rows = []
     for cell in cells:
-        row = add_targets(time_cell(cell, args.rounds), cell, peaks)
+        row = add_targets(time_cell(cell, args.rounds, fused_adam=args.fused_adam), cell, peaks)
         rows.append(row)
         parts = "  ".join(f"{b} {row[b]['step']:.2f} (" + "/".join(f"{row[b][p]:.2f}" for p in PHASES) + ")"
                           for b in BACKENDS)

@@ -40,6 +40,23 @@ def test_the_stub_clips_and_updates_every_parameter_the_real_step_does(step_boun
     assert not torch.equal(stub.model.out.weight, classifier)
 
 
+def test_fused_adam_reaches_all_three_steps_and_moves_what_the_default_moves(step_bound):
+    cell = Cell("lstm", 2, 8, 3, 1, "float")
+    default = Trainer(cell, "torch", "cpu")
+    state = default.model.state_dict()
+    fused = Trainer(cell, "torch", "cpu", state=state, fused_adam=True)
+    stub, after_backward = step_bound.stub_trainer(cell, state, fused_adam=True)
+    assert not default.opt.param_groups[0]["fused"]
+    assert fused.opt.param_groups[0]["fused"] and stub.opt.param_groups[0]["fused"]
+    for _ in range(3):
+        step_bound.timed_step(default)
+        step_bound.timed_step(fused)
+    # The same windows, weights and update rule: the two differ by rounding alone.
+    for a, b in zip(default.model.parameters(), fused.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(p, state[n]) for n, p in fused.model.named_parameters())
+
+
 def test_the_stub_output_gradient_is_taken_afresh_each_step(step_bound):
     cell = Cell("lstm", 2, 4, 3, 1, "float")
     stub, after_backward = step_bound.stub_trainer(cell, Trainer(cell, "torch", "cpu").model.state_dict())
