@@ -43,7 +43,7 @@ def test_the_stub_clips_and_updates_every_parameter_the_real_step_does(step_boun
 def test_fused_adam_reaches_all_three_steps_and_moves_what_the_default_moves(step_bound):
     cell = Cell("lstm", 2, 8, 3, 1, "float")
     default = Trainer(cell, "torch", "cpu")
-    state = default.model.state_dict()
+    state = {n: t.clone() for n, t in default.model.state_dict().items()}
     fused = Trainer(cell, "torch", "cpu", state=state, fused_adam=True)
     stub, after_backward = step_bound.stub_trainer(cell, state, fused_adam=True)
     assert not default.opt.param_groups[0]["fused"]
