@@ -38,8 +38,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from charlstm.bench_suite import (Cell, Trainer, machine_description, measure_peaks, recurrent_flops, round_order,
-                                  steady_allocator)
+from charlstm.bench_suite import (Cell, Trainer, machine_description, measure_peaks, ms_at_peak, recurrent_flops,
+                                  round_order, steady_allocator)
 from charlstm.checkpoint import atomic_write_bytes
 
 PHASES = ("forward", "loss", "backward", "clip", "adam")
@@ -132,8 +132,8 @@ def time_cell(cell, rounds, warmup=3, fused_adam=False):
 def add_targets(row, cell, peaks):
     """The recurrent module's budget for a 1.5x step, and its products' time at each peak (ms)."""
     row["recurrent_for_1_5x_ms"] = row["torch"]["step"] / 1.5 - row["stub"]["step"]
-    row["recurrent_products_ms"] = {name: recurrent_flops(cell) / (gflops * 1e6) if gflops else None
-                                    for name, gflops in peaks.items()}
+    flops = recurrent_flops(cell)
+    row["recurrent_products_ms"] = {name: ms_at_peak(flops, gflops) for name, gflops in peaks.items()}
     return row
 
 

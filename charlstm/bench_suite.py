@@ -226,6 +226,11 @@ def measure_peaks(device, size=2048, repeats=5):
     return peaks
 
 
+def ms_at_peak(flops, gflops):
+    """Milliseconds that `flops` take at `gflops` GFLOP/s, or None for a peak not measured."""
+    return flops / gflops / 1e6 if gflops else None
+
+
 # ---- timing one cell ----
 
 def time_cell(cell, device, budget_s, min_rounds=5, max_rounds=200):
@@ -306,7 +311,7 @@ def run_suite(kinds=CELL_KINDS, device="cpu", budget_s=0.6, cells=None, memory=T
         flops = product_flops(cell)
         row = asdict(cell) | {"gflop": flops / 1e9}
         for name, key in (("floor_mm_ms", "torch_mm_gflops"), ("floor_onednn_ms", "onednn_gflops")):
-            row[name] = flops / peaks[key] / 1e6 if peaks[key] else None
+            row[name] = ms_at_peak(flops, peaks[key])
         floor = row["floor_onednn_ms"] or row["floor_mm_ms"]
         if floor > SKIP_TORCH_SECONDS * 1e3:
             row["skipped"] = f"the product floor alone is {floor / 1e3:.1f} s"
