@@ -200,7 +200,8 @@ bool panels_layer(const Tensor& w_hh) {
 }
 
 bool window_brgemm(const Tensor& w_hh, int64_t rows) {
-    return brgemm_path(w_hh) && !(panels_layer(w_hh) && rows >= kWindowRowsForMm);
+    const int64_t for_mm = weight_bytes(w_hh) >= kFarBeyondCache ? kWindowRowsForMmFar : kWindowRowsForMm;
+    return brgemm_path(w_hh) && !(panels_layer(w_hh) && rows >= for_mm);
 }
 
 Operand Operand::per_step(const Tensor& b, int64_t rows) {

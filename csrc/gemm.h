@@ -50,7 +50,8 @@ inline int64_t weight_bytes(const Tensor& w) { return w.numel() * static_cast<in
 // - `Panels` (AVX2 and below): in a layer whose recurrent weight is over kPanelsFrom bytes, that
 //   weight is packed once per call in panels of kPanel columns, each [K, kPanel] and contiguous,
 //   for per-step products of more than one row, and the products over a window of
-//   kWindowRowsForMm rows or more go to at::mm. Smaller layers run as in `Stored`. On a 2-core
+//   kWindowRowsForMm rows or more (kWindowRowsForMmFar where w_hh is kFarBeyondCache or more) go
+//   to at::mm. Smaller layers run as in `Stored`. On a 2-core
 //   AMD EPYC (Zen 3, AVX2, 512 KB of L2 per core), GFLOP/s on two threads, stored layout against
 //   panels of 16 columns: [64, 256] x [256, 1024] 49 -> 91, [16, 256] x [256, 1024] 47 -> 87,
 //   [64, 512] x [512, 2048] 37 -> 75 (a weight of 256 KB or less: 84 -> 87, about even). There
@@ -68,11 +69,21 @@ inline int64_t weight_bytes(const Tensor& w) { return w.numel() * static_cast<in
 //   Per-step products on at::mm, or on MKL's packed sgemm with w_hh packed once per call, were
 //   slower than panels in every such shape timed at H = 256 to 1024 (the op's ratio to torch.nn
 //   0.6-0.9x of the panels' in the forward, 0.7-0.97x in the backward).
+//   Which windows go to at::mm, same machine: the module's forward and backward (64 -> H),
+//   alternating in one process between these bounds and one of 256 rows, the time with 256 over
+//   the time with these: LSTM (B, H, T, L) = (16, 1024, 10, 1) 1.22x, (16, 1024, 10, 2) 1.41x,
+//   (16, 512, 10, 2) 1.12x, (16, 256, 10, 2) 1.10x, (1, 1024, 200, 2) 1.20x, (1, 1024, 50, 2)
+//   1.11x, (1, 1024, 50, 1) 1.07x; GRU and RNN at (16, 1024, 10, 2) 1.38x and 1.31x. A single
+//   layer of 256 or 512 units was even over 100 to 200 rows (0.99x to 1.01x) and 0.96x to 0.98x
+//   over 50 on at::mm; a 1024-unit one over 10 rows 0.86x (two layers) with a bound of 8.
 // set_cpu_products overrides the choice for the process (the tests run both); nullopt restores it.
 enum class CpuProducts { Stored, Panels };
 constexpr int64_t kPanel = 32;
 constexpr int64_t kPanelsFrom = 512 * 1024;
-constexpr int64_t kWindowRowsForMm = 256;
+constexpr int64_t kWindowRowsForMm = 64;
+constexpr int64_t kWindowRowsForMmFar = 32;
+// A weight of this size or more is far beyond a core's cache (512 KB or 1 MB of L2 on the EPYCs).
+constexpr int64_t kFarBeyondCache = 8 * 1024 * 1024;
 CpuProducts cpu_products();
 void set_cpu_products(std::optional<CpuProducts> mode);
 const char* cpu_products_name(CpuProducts mode);

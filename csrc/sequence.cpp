@@ -254,8 +254,6 @@ void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Ten
     product(all_rows(out), all_rows(xs), w_t, false);
 }
 
-// A weight of this size or more is far beyond a core's cache (1 MB of L2 on the build machine).
-constexpr int64_t kFarBeyondCache = 8 * 1024 * 1024;
 // The most batch rows for which the forward streams such a weight where it would be packed in
 // panels (below).
 constexpr int64_t kStreamedRowsWithPanels = 64;

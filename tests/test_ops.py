@@ -220,11 +220,12 @@ PANEL_HIDDEN = {"lstm": 299, "gru": 299, "rnn_tanh": 370, "rnn_relu": 370}
 
 
 @pytest.mark.parametrize("cell", list(GATES))
-@pytest.mark.parametrize("steps", [6, 60], ids=["30_rows", "300_rows"])
+@pytest.mark.parametrize("steps", [6, 13, 60], ids=["30_rows", "65_rows", "300_rows"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_float32_per_step_products_from_panels(cell, steps, threads):
     """Per-step products read from panels, split between 1 to 3 threads, meet the float32 rule,
-    with the window's products on brgemm (30 rows) and on torch.mm (300 rows)."""
+    with the window's products on brgemm (30 rows) and on torch.mm (65 rows, the fewest that go
+    there with these weights, and 300)."""
     with cpu_products("panels"), torch_threads(threads):
         assert_float32_rule(cell, *make(cell, steps, 5, 27, PANEL_HIDDEN[cell]))
 
@@ -258,6 +259,16 @@ def test_float32_batch_with_a_weight_over_8_mb(cell, ids):
     operand of each step's product and transposes the [G*H, B] result into the step's gates; 5
     rows leave a remainder in every vector of the transpose."""
     assert_float32_rule(cell, *make(cell, 6, 5, 27, 1024, ids=ids), ids=ids)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("ids", [False, True])
+def test_float32_window_of_35_rows_with_a_weight_over_8_mb(cell, ids):
+    """Where the CPU's products take packed panels, a window of 32 rows or more of a layer whose
+    recurrent weight is 8 MB or more has its products on torch.mm (the input projection, the
+    input and weight gradients), where smaller weights keep them on brgemm up to 63 rows."""
+    with cpu_products("panels"):
+        assert_float32_rule(cell, *make(cell, 7, 5, 27, 1024, ids=ids), ids=ids)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
