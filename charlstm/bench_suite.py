@@ -162,7 +162,7 @@ class Trainer:
         self.model = CharModel(cell.kind, backend, cell.hidden, cell.layers, cell.input).to(device)
         if state is not None:
             self.model.load_state_dict(state)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, **({"fused": True} if fused_adam else {}))
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=True if fused_adam else None)
         gen = torch.Generator().manual_seed(seed + 1)
         self.windows = [torch.randint(0, VOCAB, (cell.steps + 1, cell.batch), generator=gen).to(device)
                         for _ in range(4)]
