@@ -51,8 +51,8 @@ inline int64_t weight_bytes(const Tensor& w) { return w.numel() * static_cast<in
 //   weight is packed once per call in panels of kPanel columns, each [K, kPanel] and contiguous,
 //   for per-step products of more than one row, and the products over a window of
 //   kWindowRowsForMm rows or more (kWindowRowsForMmFar where w_hh is kFarBeyondCache or more) go
-//   to at::mm. Smaller layers run as in `Stored`. On a 2-core
-//   AMD EPYC (Zen 3, AVX2, 512 KB of L2 per core), GFLOP/s on two threads, stored layout against
+//   to at::mm. Smaller layers run as in `Stored`. On a 2-core AMD EPYC (Zen 3, AVX2, 512 KB of L2
+//   per core), GFLOP/s on two threads, stored layout against
 //   panels of 16 columns: [64, 256] x [256, 1024] 49 -> 91, [16, 256] x [256, 1024] 47 -> 87,
 //   [64, 512] x [512, 2048] 37 -> 75 (a weight of 256 KB or less: 84 -> 87, about even). There
 //   brgemm's per-call tiles read the 4 KB rows of w_hh^T at H = 256, 256 rows a call, from the
