@@ -16,6 +16,7 @@ calls these pieces where it needs them:
     run.finish(result)
 """
 
+import _thread
 import itertools
 import json
 import math
@@ -82,6 +83,45 @@ def deferred_interrupt():
         yield lambda: bool(pressed)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def interrupts_not_lost(signum: int = signal.SIGINT, handler=None):
+    """Keep a signal's KeyboardInterrupt from being dropped.
+
+    Python runs a signal's handler in whatever code the main thread is in when the signal comes,
+    and that can be a weakref callback or a __del__ run by the garbage collector, whose exceptions
+    Python prints as "Exception ignored" and drops: the process would go on as if it had never
+    been interrupted. Inside this block such a KeyboardInterrupt is not printed; `handler` (by
+    default, the signal's handler when the block starts) is installed again and the signal comes
+    again a moment later, when the collector has returned.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signum) if handler is None else handler
+    previous = sys.unraisablehook
+    active = [True]
+
+    def again():
+        if active[0]:
+            _thread.interrupt_main(signum)
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and callable(handler)
+                and threading.current_thread() is threading.main_thread()):
+            return previous(unraisable)
+        signal.signal(signum, handler)
+        timer = threading.Timer(0.05, again)
+        timer.daemon = True
+        timer.start()
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        active[0] = False
+        sys.unraisablehook = previous
 
 
 def device(name: str):

@@ -95,11 +95,12 @@ def run(grids: list, out=f"{RUNS_DIR}/sweep", storage: str | None = None, worker
     interrupted = False
     monitor = _Monitor(store, url, studies, grids, plan.run_id, len(all_units), progress)
     try:
-        if workers == 1:
-            monitor.start_thread()
-            work(plan)
-        else:
-            exit_codes = _run_workers(plan, workers, monitor)
+        with loop.interrupts_not_lost():
+            if workers == 1:
+                monitor.start_thread()
+                work(plan)
+            else:
+                exit_codes = _run_workers(plan, workers, monitor)
     except KeyboardInterrupt:
         interrupted = True
     finally:

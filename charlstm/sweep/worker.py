@@ -13,6 +13,7 @@ import time
 import typing
 from dataclasses import dataclass
 
+from charlstm import loop
 from charlstm.sweep.claims import (Claims, fail_dead_trials, id_of, machine_id, open_storage,
                                    unit_status)
 from charlstm.sweep.grid import Unit, unit_config, units
@@ -240,6 +241,7 @@ def worker_main(plan: Plan):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop)
     try:
-        work(plan)
+        with loop.interrupts_not_lost(signal.SIGTERM, _stop):
+            work(plan)
     except KeyboardInterrupt:
         sys.exit(130)
