@@ -230,6 +230,25 @@ void time_loop(int64_t T, int64_t B, int64_t slices, bool backward, const Body& 
 
 // ---- operands and weight gradients ----
 
+// The float matrix x [N, I] with a column of ones after its last: [N, I + 1], copied a row at a
+// time. at::cat along the columns was slower on the 2-core AMD EPYC build machine: an RNN layer of
+// 64 units over [10, 64, 64] input, forward and backward, the two copies alternating in one
+// process, 0.776 ms with at::cat and 0.757 with this; an LSTM's 2.009 and 1.991.
+Tensor with_ones_column(const Tensor& x) {
+    const Tensor xs = x.contiguous();
+    const int64_t N = xs.size(0), I = xs.size(1);
+    Tensor out = at::empty({N, I + 1}, xs.options());
+    const float* in = xs.data_ptr<float>();
+    float* o = out.data_ptr<float>();
+    at::parallel_for(0, N, std::max<int64_t>(1, 32768 / (I + 1)), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            std::copy_n(in + r * I, I, o + r * (I + 1));
+            o[r * (I + 1) + I] = 1.f;
+        }
+    });
+    return out;
+}
+
 // [T*B, G*H] = x W_ih^T + bias for float inputs, written into `out`. With brgemm, x gets a column
 // of ones and W_ih^T the bias as its last row, so that one product adds the bias: a separate pass
 // writing it into `out` first (what addmm does) cost as much as a third of the product at I = 64.
@@ -243,15 +262,17 @@ void project_inputs(const Tensor& x, const Tensor& w_ih, const Tensor& bias, Ten
         }
         return;
     }
-    const int64_t N = x2d.size(0), I = x2d.size(1), GH = w_ih.size(0), extra = bias.defined() ? 1 : 0;
-    Tensor xs = x2d.contiguous(), w_t = at::empty({I + extra, GH}, w_ih.options());
+    const int64_t I = x2d.size(1), GH = w_ih.size(0), extra = bias.defined() ? 1 : 0;
+    Tensor w_t = at::empty({I + extra, GH}, w_ih.options());
     const Tensor w = w_ih.contiguous();
     transpose_into(w.data_ptr<float>(), GH, I, w_t.data_ptr<float>(), GH);
-    if (extra) {
-        w_t[I].copy_(bias);
-        xs = at::cat({xs, at::ones({N, 1}, xs.options())}, 1);
+    if (!extra) {
+        product(all_rows(out), all_rows(x2d.contiguous()), w_t, false);
+        return;
     }
-    product(all_rows(out), all_rows(xs), w_t, false);
+    const Tensor b = bias.contiguous();
+    std::copy_n(b.data_ptr<float>(), GH, w_t.data_ptr<float>() + I * GH);
+    product(all_rows(out), all_rows(with_ones_column(x2d)), w_t, false);
 }
 
 // The most batch rows for which the forward streams such a weight where it would be packed in
