@@ -86,20 +86,20 @@ def deferred_interrupt():
 
 
 @contextmanager
-def interrupts_not_lost(signum: int = signal.SIGINT, handler=None):
+def interrupts_not_lost(signum: int = signal.SIGINT):
     """Keep a signal's KeyboardInterrupt from being dropped.
 
     Python runs a signal's handler in whatever code the main thread is in when the signal comes,
     and that can be a weakref callback or a __del__ run by the garbage collector, whose exceptions
     Python prints as "Exception ignored" and drops: the process would go on as if it had never
-    been interrupted. Inside this block such a KeyboardInterrupt is not printed; `handler` (by
-    default, the signal's handler when the block starts) is installed again and the signal comes
-    again a moment later, when the collector has returned.
+    been interrupted. Inside this block such a KeyboardInterrupt is not printed; the signal's
+    handler when the block started (which may since have set the signal to be ignored) is
+    installed again and the signal comes again a moment later, when the collector has returned.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    handler = signal.getsignal(signum) if handler is None else handler
+    handler = signal.getsignal(signum)
     previous = sys.unraisablehook
     active = [True]
 

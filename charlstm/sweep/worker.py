@@ -241,7 +241,7 @@ def worker_main(plan: Plan):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop)
     try:
-        with loop.interrupts_not_lost(signal.SIGTERM, _stop):
+        with loop.interrupts_not_lost(signal.SIGTERM):
             work(plan)
     except KeyboardInterrupt:
         sys.exit(130)
