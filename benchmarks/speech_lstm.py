@@ -41,7 +41,7 @@ def main():
     parser.add_argument("--embedding", type=int, default=42)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=1)
-    parser.add_argument("--vocab", type=int, default=91, help="the Obama corpus has 91 chars")
+    parser.add_argument("--vocab", type=int, default=91, help="91: the vocabulary of a folder of 50 speeches")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
