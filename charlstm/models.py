@@ -246,7 +246,7 @@ class WindowRNN(nn.Module):
         self.out = nn.Linear(hidden, vocab_size)
 
     def forward(self, x):
-        y, _ = self.rnn(self.embed(x.t()))
+        y, _ = self.rnn(x.t(), embedding=self.embed.weight)
         return self.out(y[-1])
 
 
@@ -266,7 +266,7 @@ class SequenceRNN(nn.Module):
         self.out = nn.Linear(hidden, vocab_size)
 
     def forward(self, x, state=None):
-        y, state = self.rnn(self.embed(x), state)
+        y, state = self.rnn(x, state, embedding=self.embed.weight)
         return self.out(self.drop(y)), state
 
 

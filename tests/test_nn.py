@@ -151,3 +151,61 @@ def test_wrong_initial_state_shape():
 def test_integer_input_other_than_int64_rejected():
     with pytest.raises(TypeError, match="float tensor or int64 token ids"):
         cnn.RNN(3, 4)(torch.zeros(2, 2, dtype=torch.int32))
+
+
+# (T, B, vocabulary): enough ids per embedding row for the fused backend to fold the embedding into
+# the first layer, and too few.
+EMBEDDING_SHAPES = {"folded": (12, 3, 9), "embedded": (3, 2, 9)}
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", list(EMBEDDING_SHAPES))
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_embedding_argument_equals_embedding_then_module(kind, backend, shape, batch_first, device, monkeypatch):
+    ours_cls, _, kw = PAIRS[kind]
+    T, B, V = EMBEDDING_SHAPES[shape]
+    m = ours_cls(5, 7, 2, batch_first=batch_first, backend=backend, **kw).double().to(device)
+    emb = torch.nn.Embedding(V, 5).double().to(device)
+    ids = torch.randint(0, V, (B, T) if batch_first else (T, B), device=device)
+    hx = tuple(torch.randn(2, B, 7, dtype=torch.double, device=device) for _ in range(2 if kind == "lstm" else 1))
+    hx = hx if kind == "lstm" else hx[0]
+
+    from charlstm import ops
+    first_input_widths = []
+    layers = ops.layers
+    monkeypatch.setattr(ops, "layers", lambda x, h, w, **k: first_input_widths.append(w[0].shape[1]) or layers(x, h, w, **k))
+    params = [emb.weight, *m.parameters()]
+    y, h = m(ids, hx, embedding=emb.weight)
+    grads = torch.autograd.grad(y.square().sum() + sum(s.sum() for s in (h if kind == "lstm" else (h,))), params)
+    if backend == "fused":
+        assert first_input_widths == [V if shape == "folded" else 5]
+
+    y_ref, h_ref = m(emb(ids), hx)
+    ref = torch.autograd.grad(y_ref.square().sum() + sum(s.sum() for s in (h_ref if kind == "lstm" else (h_ref,))),
+                              params)
+    assert_tree_close((y, h), (y_ref, h_ref), rtol=1e-10, atol=1e-12)
+    assert_tree_close(grads, ref, rtol=1e-9, atol=1e-11)
+
+
+def test_embedding_argument_unbatched():
+    m = cnn.GRU(4, 6).double()
+    emb = torch.nn.Embedding(3, 4).double()
+    ids = torch.randint(0, 3, (20,))
+    assert_tree_close(m(ids, embedding=emb.weight), m(emb(ids)), rtol=1e-10, atol=1e-12)
+
+
+def test_embedding_argument_bad_input():
+    m = cnn.LSTM(4, 6)
+    emb = torch.nn.Embedding(10, 4)
+    with pytest.raises(TypeError, match="with an embedding reads int64 token ids"):
+        m(torch.randn(3, 2, 4), embedding=emb.weight)
+    with pytest.raises(ValueError, match=r"embedding must have shape \[vocabulary, 4\]"):
+        m(torch.zeros(3, 2, dtype=torch.long), embedding=torch.zeros(10, 5))
+    with pytest.raises(TypeError, match="embedding is torch.float64 .* weights are torch.float32"):
+        m(torch.zeros(3, 2, dtype=torch.long), embedding=emb.weight.double())
+    for bad in (10, -1):
+        ids = torch.zeros(40, 2, dtype=torch.long)
+        ids[5, 1] = bad
+        with pytest.raises(IndexError, match=r"token ids must be in \[0, 10\) .* 10 rows"):
+            m(ids, embedding=emb.weight)
