@@ -18,6 +18,11 @@ The product floor of a cell is its matrix-product FLOPs divided by a peak measur
 run, against two peaks: what ``torch.mm`` reaches (MKL on the CPU) and what oneDNN's matmul
 reaches, which is higher on some machines (AMD EPYC among them). Token ids count no input
 projection: they are a row lookup, not a product.
+
+Outside the grid, ``embedding`` input (``--inputs``) is the ``float`` model with the embedding's
+weight handed to charlstm.nn (``rnn(ids, embedding=embed.weight)``, which folds it into the first
+layer where a window has enough ids); torch.nn still gets the embedded floats. Its floor counts
+the folded products where charlstm.nn folds, and it is summarised apart from the grid's inputs.
 """
 
 import ctypes
@@ -36,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from charlstm import nn as cnn
+from charlstm.nn import FOLD_IDS_PER_ROW
 
 VOCAB = 64
 EMBEDDING = 64
@@ -60,6 +66,10 @@ class Grid:
     inputs: tuple = ("float", "ids")
 
 
+# Every input kind a cell can have; the grids' own are Grid.inputs.
+INPUT_KINDS = ("float", "ids", "embedding")
+
+
 GRIDS = {
     "lstm": Grid(batch=(1, 16, 64, 128), hidden=(64, 128, 256, 512, 1024), steps=(10, 50, 100, 200),
                  layers=(1, 2)),
@@ -78,8 +88,9 @@ class Cell:
     input: str
 
 
-def grid_cells(kinds):
-    """Every cell of the grids of `kinds`, smallest work first within a kind."""
+def grid_cells(kinds, inputs=None):
+    """Every cell of the grids of `kinds`, smallest work first within a kind; `inputs` replaces
+    the grids' input kinds."""
     cells = []
     for kind in kinds:
         g = GRIDS[kind]
@@ -87,7 +98,7 @@ def grid_cells(kinds):
             for layers in g.layers:
                 for steps in g.steps:
                     for batch in g.batch:
-                        for input in g.inputs:
+                        for input in inputs or g.inputs:
                             cells.append(Cell(kind, batch, hidden, steps, layers, input))
     return cells
 
@@ -108,6 +119,10 @@ def recurrent_flops(cell):
         flops += 3 * 2 * N * H * G * H
         if layer == 0 and cell.input == "ids":
             continue  # a row lookup forward, a scatter-add backward
+        if layer == 0 and cell.input == "embedding" and FOLD_IDS_PER_ROW * VOCAB <= N:
+            # Folded: W_ih embedding^T forward, and the two gradients through it.
+            flops += 3 * 2 * VOCAB * inputs * G * H
+            continue
         # Forward x W_ih^T and dW_ih, plus dx (which the embedding or the layer below needs).
         flops += 3 * 2 * N * inputs * G * H
     return flops
@@ -133,13 +148,16 @@ class CharModel(nn.Module):
     def __init__(self, kind, backend, hidden, layers, input):
         super().__init__()
         self.input, self.backend = input, backend
-        self.embed = nn.Embedding(VOCAB, EMBEDDING) if input == "float" else None
+        self.embed = nn.Embedding(VOCAB, EMBEDDING) if input in ("float", "embedding") else None
         classes = {"torch": {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN},
                    "charlstm": {"lstm": cnn.LSTM, "gru": cnn.GRU, "rnn": cnn.RNN}}[backend]
         self.rnn = classes[kind](EMBEDDING, hidden, layers)
         self.out = nn.Linear(hidden, VOCAB)
 
     def forward(self, ids):
+        if self.input == "embedding" and self.backend == "charlstm":
+            y, _ = self.rnn(ids, embedding=self.embed.weight)
+            return self.out(y)
         if self.embed is not None:
             x = self.embed(ids)
         elif self.backend == "torch":
@@ -361,14 +379,18 @@ def combine(results):
 
 
 def summarize(rows):
-    """Per cell kind: how many cells ran, the smallest and median ratio, and the same for H <= 128."""
+    """Per cell kind: how many cells ran, the smallest and median ratio, and the same for H <= 128.
+    Cells of the grids' inputs (float, ids) are summarised under the kind ("lstm"), those of
+    embedding input apart ("lstm, embedding input")."""
     out = {}
-    for kind in sorted({r["kind"] for r in rows}):
-        timed = [r for r in rows if r["kind"] == kind and "ratio" in r]
+    groups = sorted({(r["kind"], r["input"] == "embedding") for r in rows})
+    for kind, handed in groups:
+        mine = [r for r in rows if r["kind"] == kind and (r["input"] == "embedding") == handed]
+        timed = [r for r in mine if "ratio" in r]
         small = [r["ratio"] for r in timed if r["hidden"] <= 128]
         ratios = [r["ratio"] for r in timed]
-        out[kind] = {
-            "cells": len(timed), "skipped": sum(1 for r in rows if r["kind"] == kind and "skipped" in r),
+        out[f"{kind}, embedding input" if handed else kind] = {
+            "cells": len(timed), "skipped": sum(1 for r in mine if "skipped" in r),
             "min_ratio": min(ratios, default=None), "median_ratio": statistics.median(ratios) if ratios else None,
             "below_1": sum(1 for v in ratios if v < 1.0),
             "min_ratio_hidden_le_128": min(small, default=None),
@@ -449,6 +471,16 @@ def format_table(result):
     return "\n".join(lines)
 
 
+def parse_inputs(spec):
+    """`--inputs float,embedding` -> ("float", "embedding"); None for the grids' own."""
+    if spec is None:
+        return None
+    values = tuple(v.strip() for v in spec.split(",") if v.strip())
+    if not values or any(v not in INPUT_KINDS for v in values):
+        raise ValueError(f"--inputs {spec!r}: choose comma-separated input kinds from {', '.join(INPUT_KINDS)}")
+    return tuple(dict.fromkeys(values))
+
+
 def parse_grid_values(spec, kinds, field):
     """`--hidden 64,128` -> (64, 128): values of `field` ("hidden", "batch") offered by the grids
     of `kinds`; None for all."""
@@ -465,12 +497,13 @@ def parse_grid_values(spec, kinds, field):
 
 
 def general_suite(cells="lstm,gru,rnn", device="cpu", budget_s=0.6, out=None, json_output=False,
-                  hidden=None, batch=None):
+                  hidden=None, batch=None, inputs=None):
     """The `charlstm bench --suite general` command: run, write `out`, print JSON or the table.
 
     `hidden` ("64,128") and `batch` ("1") keep only the grid cells of those hidden sizes and
     batch sizes, so that a long grid can be timed in several short runs, or a part of it timed
-    again; the peak-memory comparison runs with the slice holding its cell.
+    again; the peak-memory comparison runs with the slice holding its cell. `inputs`
+    ("float,embedding") replaces the grid's input kinds.
     """
     from charlstm.checkpoint import atomic_write_bytes
 
@@ -482,13 +515,16 @@ def general_suite(cells="lstm,gru,rnn", device="cpu", budget_s=0.6, out=None, js
         raise ValueError("--device cuda: no CUDA device is visible (see `charlstm info`)")
     steady = steady_allocator()
     sizes, batches = parse_grid_values(hidden, kinds, "hidden"), parse_grid_values(batch, kinds, "batch")
-    chosen = [c for c in grid_cells(kinds)
+    input_kinds = parse_inputs(inputs)
+    chosen = [c for c in grid_cells(kinds, input_kinds)
               if (sizes is None or c.hidden in sizes) and (batches is None or c.batch in batches)]
-    memory = (sizes is None or MEMORY_CELL[1] in sizes) and (batches is None or MEMORY_CELL[0] in batches)
+    memory = ((sizes is None or MEMORY_CELL[1] in sizes) and (batches is None or MEMORY_CELL[0] in batches)
+              and (input_kinds is None or "float" in input_kinds))
     result = run_suite(kinds, device, budget_s, cells=chosen, memory=memory,
                        log=lambda row: print(json.dumps(row), file=sys.stderr))
     result["hidden"] = list(sizes) if sizes else None
     result["batch"] = list(batches) if batches else None
+    result["inputs"] = list(input_kinds) if input_kinds else None
     result["steady_allocator"] = steady
     if out:
         atomic_write_bytes(out, json.dumps(result, indent=2).encode())

@@ -41,6 +41,10 @@ def bench(
     batch: Annotated[Optional[str], typer.Option(
         help="With --suite general: only these comma-separated batch sizes of the grid, e.g. 1.")]
     = None,
+    inputs: Annotated[Optional[str], typer.Option(
+        help="With --suite general: comma-separated input kinds instead of the grid's float,ids; "
+             "'embedding' hands the embedding to charlstm.nn (embedding=), summarised apart.")]
+    = None,
 ):
     """Time one training step (forward, softmax cross-entropy, backward, clip, SGD) per backend."""
     import torch
@@ -63,7 +67,7 @@ def bench(
             raise ValueError(f"unknown suite {suite!r}: the one suite is 'general'")
         if budget < 0:
             raise ValueError(f"--budget must be at least 0, got {budget}")
-        general_suite(cells, device, budget, out, json_output, hidden, batch)
+        general_suite(cells, device, budget, out, json_output, hidden, batch, inputs)
         return
     result = bench_training_step(sizes, chosen, rounds, steps_per_round, device=device,
                                  log=lambda row: typer.echo(json.dumps(row), err=True))

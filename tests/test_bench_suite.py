@@ -51,6 +51,19 @@ def test_product_flops_by_hand():
     assert suite.product_flops(ids) == 6 * N * (H * 3 * H + 2 * H * 3 * H + H * 64)
 
 
+def test_embedding_input_counts_the_folded_products_where_the_module_folds():
+    H = 8
+    # 4 * 64 = 256 ids fold; 20 do not, and count as float input does.
+    folded, unfolded = suite.Cell("lstm", 16, H, 16, 1, "embedding"), suite.Cell("lstm", 2, H, 10, 1, "embedding")
+    assert suite.product_flops(folded) == 6 * (64 * 64 * 4 * H + 256 * (H * 4 * H + H * 64))
+    assert suite.product_flops(unfolded) == suite.product_flops(suite.Cell("lstm", 2, H, 10, 1, "float"))
+
+
+def test_inputs_replace_the_grids_input_kinds():
+    cells = suite.grid_cells(["rnn"], ("embedding",))
+    assert {c.input for c in cells} == {"embedding"} and len(cells) == len(suite.grid_cells(["rnn"])) // 2
+
+
 @pytest.mark.parametrize("torch_steps, skipped", [
     ([4.6, 0.3], None),  # a slow first step (one-off costs) alone does not skip a cell
     ([25.0], "torch's first step took 25.0 s"),
@@ -75,6 +88,19 @@ def test_both_backends_train_the_same_model():
     ours = suite.Trainer(cell, "charlstm", "cpu", state=theirs.model.state_dict())
     for _ in range(3):
         torch.testing.assert_close(ours(), theirs(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("steps, folds", [(16, True), (3, False)])
+def test_embedding_input_hands_the_embedding_to_charlstm_and_trains_as_float_input(monkeypatch, steps, folds):
+    cell = suite.Cell("gru", 16, 8, steps, 2, "embedding")
+    theirs = suite.Trainer(cell, "torch", "cpu")
+    ours = suite.Trainer(cell, "charlstm", "cpu", state=theirs.model.state_dict())
+    from charlstm import ops
+    widths, layers = [], ops.layers
+    monkeypatch.setattr(ops, "layers", lambda x, h, w, **k: widths.append(w[0].shape[1]) or layers(x, h, w, **k))
+    for _ in range(3):
+        torch.testing.assert_close(ours(), theirs(), rtol=1e-5, atol=1e-6)
+    assert widths == [suite.VOCAB if folds else suite.EMBEDDING] * 3
 
 
 def test_a_step_marks_its_phases_in_order_and_trains_as_an_unmarked_one():
@@ -113,6 +139,8 @@ def test_step_peak_memory_runs_each_backend_in_its_own_process():
     (["--suite", "general", "--cells", "gru", "--hidden", "128"], "choose comma-separated sizes"),
     (["--suite", "general", "--hidden", "64,x"], "--hidden '64,x'"),
     (["--suite", "general", "--cells", "gru", "--batch", "16"], "--batch '16': choose comma-separated sizes from [1, 64]"),
+    (["--suite", "general", "--inputs", "float,onehot"], "--inputs 'float,onehot': choose comma-separated input "
+                                                         "kinds from float, ids, embedding"),
 ])
 def test_bench_suite_bad_options(args, message):
     result = CliRunner().invoke(app, ["bench", *args])
@@ -142,6 +170,19 @@ def test_hidden_slices_the_grid(monkeypatch):
     assert ran["memory"] is False and result["batch"] == [1]
     suite.general_suite("lstm", batch="64,128", hidden="512")
     assert ran["memory"] is True and {c.batch for c in ran["cells"]} == {64, 128}
+    # The memory comparison is of float input: a run without it leaves it out.
+    result = suite.general_suite("lstm", hidden="512", inputs="embedding,ids")
+    assert ran["memory"] is False and {c.input for c in ran["cells"]} == {"embedding", "ids"}
+    assert result["inputs"] == ["embedding", "ids"]
+
+
+def test_embedding_input_is_summarised_apart_from_the_grid():
+    rows = [{"kind": "lstm", "hidden": 64, "input": input, "ratio": ratio}
+            for input, ratio in [("float", 1.2), ("ids", 1.4), ("embedding", 1.6), ("embedding", 0.9)]]
+    summary = suite.summarize(rows)
+    assert set(summary) == {"lstm", "lstm, embedding input"}
+    assert summary["lstm"]["cells"] == 2 and summary["lstm"]["min_ratio"] == 1.2
+    assert summary["lstm, embedding input"]["cells"] == 2 and summary["lstm, embedding input"]["below_1"] == 1
 
 
 def test_combine_joins_slices_and_recomputes_the_summary():
