@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from charlstm import nn as cnn
-from charlstm.nn import FOLD_IDS_PER_ROW
+from charlstm.nn import folds_embedding
 
 VOCAB = 64
 EMBEDDING = 64
@@ -119,7 +119,7 @@ def recurrent_flops(cell):
         flops += 3 * 2 * N * H * G * H
         if layer == 0 and cell.input == "ids":
             continue  # a row lookup forward, a scatter-add backward
-        if layer == 0 and cell.input == "embedding" and FOLD_IDS_PER_ROW * VOCAB <= N:
+        if layer == 0 and cell.input == "embedding" and folds_embedding(VOCAB, N):
             # Folded: W_ih embedding^T forward, and the two gradients through it.
             flops += 3 * 2 * VOCAB * inputs * G * H
             continue

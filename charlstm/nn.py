@@ -36,6 +36,12 @@ from charlstm.config import check_backend
 FOLD_IDS_PER_ROW = 4
 
 
+def folds_embedding(vocabulary: int, ids: int) -> bool:
+    """Whether the fused backend folds an embedding of `vocabulary` rows into the first layer for
+    a call over `ids` token ids."""
+    return FOLD_IDS_PER_ROW * vocabulary <= ids
+
+
 def _functions(backend):
     if backend == "fused":
         from charlstm import ops
@@ -105,7 +111,7 @@ class _Recurrent:
         weights = self._flat_weights
         if embedding is not None:
             _check_embedding(self, input, ids, embedding)
-            if self.backend == "fused" and FOLD_IDS_PER_ROW * embedding.shape[0] <= input.numel():
+            if self.backend == "fused" and folds_embedding(embedding.shape[0], input.numel()):
                 weights = [weights[0] @ embedding.t(), *weights[1:]]
             else:
                 input, ids = F.embedding(input, embedding), False
