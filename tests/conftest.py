@@ -15,6 +15,21 @@ def device(request):
     return request.param
 
 
+@pytest.fixture
+def first_layer_widths(monkeypatch):
+    """The input width of the first layer's weight in every call of charlstm.ops.layers, in order:
+    the vocabulary where an embedding was folded into it, input_size otherwise."""
+    from charlstm import ops
+    widths, layers = [], ops.layers
+
+    def spy(x, hx, weights, **options):
+        widths.append(weights[0].shape[1])
+        return layers(x, hx, weights, **options)
+
+    monkeypatch.setattr(ops, "layers", spy)
+    return widths
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
